@@ -1,0 +1,103 @@
+"""gensim's LuceneBM25Model over a sparse term-document matrix: the reference scoring path.
+
+Pure Python and single-threaded; it exists so that faster backends can be checked against
+a plain, readable computation of Lucene's BM25.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from rare import EnglishAnalyzer, Retriever, RetrieverError, hookimpl
+from rare.retriever import Hits
+
+# Queries scored together: the sparse product for a chunk stays small.
+_CHUNK = 64
+
+
+class GensimRetriever(Retriever):
+    """BM25 (Lucene's formula) with gensim's ``LuceneBM25Model``; k1/b settable."""
+
+    name = "gensim"
+
+    def __init__(self, *, analyzer: EnglishAnalyzer | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.analyzer = analyzer or EnglishAnalyzer()
+        self._ids: list[str] = []
+        self._texts: dict[str, str] = {}
+        self._tokens: list[list[str]] = []
+        self._committed = 0
+        self._dictionary: Any = None
+        self._weights: Any = None  # terms x docs, CSR
+
+    def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        if len(ids) != len(texts):
+            raise RetrieverError(f"index() got {len(ids)} ids but {len(texts)} texts")
+        for doc_id, text in zip(ids, texts):
+            doc_id = str(doc_id)
+            if doc_id in self._texts:
+                raise RetrieverError(f"duplicate document id {doc_id!r}")
+            if not isinstance(text, str):
+                raise RetrieverError(f"document {doc_id!r}: text must be str, got "
+                                     f"{type(text).__name__}")
+            self._texts[doc_id] = text
+            self._ids.append(doc_id)
+            self._tokens.append(self.analyzer(text))
+
+    def commit(self) -> None:
+        from gensim.corpora import Dictionary
+        from gensim.matutils import corpus2csc
+        from gensim.models.bm25model import LuceneBM25Model
+
+        if self._committed == len(self._ids) and self._weights is not None:
+            return
+        dictionary = Dictionary(self._tokens)
+        bows = [dictionary.doc2bow(tokens) for tokens in self._tokens]
+        model = LuceneBM25Model(dictionary=dictionary, k1=self.k1, b=self.b)
+        weights = corpus2csc((model[bow] for bow in bows), num_terms=len(dictionary),
+                             num_docs=len(bows), dtype=np.float64)
+        self._dictionary = dictionary
+        self._weights = weights.tocsr()
+        self._committed = len(self._ids)
+
+    def __len__(self) -> int:
+        return self._committed
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        return [self._texts.get(str(doc_id)) for doc_id in ids]
+
+    def search_batch(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Hits]:
+        from scipy.sparse import csr_matrix
+
+        if k < 1:
+            raise RetrieverError(f"k must be >= 1, got {k}")
+        if self._committed != len(self._ids) or self._weights is None:
+            self.commit()
+        results: list[Hits] = []
+        n_terms = len(self._dictionary)
+        for start in range(0, len(queries), _CHUNK):
+            chunk = queries[start:start + _CHUNK]
+            rows, cols, vals = [], [], []
+            for qi, query in enumerate(chunk):
+                for term_id, count in self._dictionary.doc2bow(self.analyzer(query)):
+                    rows.append(qi)
+                    cols.append(term_id)
+                    vals.append(float(count))
+            q = csr_matrix((vals, (rows, cols)), shape=(len(chunk), n_terms))
+            scores = (q @ self._weights).tocsr()
+            for qi in range(len(chunk)):
+                lo, hi = scores.indptr[qi], scores.indptr[qi + 1]
+                docs, vals_q = scores.indices[lo:hi], scores.data[lo:hi]
+                if len(docs) > k:
+                    top = np.argpartition(-vals_q, k - 1)[:k]
+                    docs, vals_q = docs[top], vals_q[top]
+                order = np.lexsort((docs, -vals_q))  # best first, ties by index order
+                results.append([(self._ids[docs[j]], float(vals_q[j])) for j in order])
+        return results
+
+
+@hookimpl
+def register_retrievers(register):  # type: ignore[no-untyped-def]
+    register(GensimRetriever, name="gensim")

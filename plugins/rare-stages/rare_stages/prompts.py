@@ -1,0 +1,46 @@
+"""The prompts of the LLM stages. Written for rare-synth; kept short so small models cope."""
+
+DOC2QUERY_SYSTEM = (
+    "You design hard exam questions for experts. A good question forces the reader to "
+    "combine several pieces of knowledge and reason in steps; it is never a trivia lookup."
+)
+
+DOC2QUERY_USER = """Read the reference material below. Then write:
+- "question": one question whose answer needs the knowledge in this material and several steps of reasoning. It must be understandable on its own: never mention "the document", "the text", "the passage" or "the author". Do not ask for a definition or a single fact.
+- "scenario": two or three sentences describing a realistic situation in which someone faces this question.
+
+Answer with a JSON object and nothing else: {{"question": "...", "scenario": "..."}}
+
+Reference material:
+<<<
+{document}
+>>>"""
+
+DOC2QUERY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "minLength": 10, "maxLength": 600},
+        "scenario": {"type": "string", "minLength": 10, "maxLength": 1200},
+    },
+    "required": ["question", "scenario"],
+}
+
+DISTILL_SYSTEM = (
+    "You are a careful expert tutor. You reason step by step from evidence and you say "
+    "plainly which sources you rely on and which you set aside."
+)
+
+DISTILL_USER = """Scenario: {scenario}
+
+Question: {question}
+
+The following {count} documents were retrieved for this question. Only some of them are useful; the others merely look related.
+
+{documents}
+
+Work through the question step by step:
+1. For each document, say in one sentence whether it helps with the question and why.
+2. Reason from the helpful document(s) to an answer, citing them as [Document N].
+3. End with a final line that starts with "Answer:"."""
+
+DOCUMENT_BLOCK = "[Document {label}]\n{text}"

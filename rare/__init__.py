@@ -1,0 +1,27 @@
+"""rare-synth: turn a corpus of documents into RARE training data, through plugins."""
+
+from __future__ import annotations
+
+from rare.errors import (
+    InputError,
+    PluginError,
+    RareError,
+    RetrieverError,
+    ServingError,
+    StorageError,
+    UnknownNameError,
+)
+from rare.hookspecs import hookimpl
+from rare.llm import ChatRequest, Completion, LLMServing
+from rare.operator import Operator
+from rare.retriever import MineResult, Retriever
+from rare.storage import FileStorage
+from rare.text import EnglishAnalyzer, NearDuplicateRule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatRequest", "Completion", "EnglishAnalyzer", "FileStorage", "InputError", "LLMServing",
+    "MineResult", "NearDuplicateRule", "Operator", "PluginError", "RareError", "Retriever",
+    "RetrieverError", "ServingError", "StorageError", "UnknownNameError", "hookimpl",
+]

@@ -1,0 +1,194 @@
+"""The ``rare`` command: run pipelines, list plugins, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rare import plugins
+from rare.errors import RareError
+from rare.pipeline import Pipeline, RunReport, StageReport, rare_steps, steps_from_config
+
+
+def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_stage(report: StageReport) -> None:
+    s = report.stats
+    click.echo(f"  {report.name}: {s.get('rows_out', '?')} rows, {s.get('failed', 0)} failed, "
+               f"{s.get('seconds', 0):.1f} s -> {report.output}", err=True)
+
+
+def print_summary(report: RunReport) -> None:
+    click.echo("")
+    click.echo(f"rare run: {report.input} -> {report.output}")
+    click.echo(f"  rows in {report.rows_in}, rows out {report.rows_out}, "
+               f"failed rows {report.failed_rows}")
+    click.echo(f"  {'stage':<16}{'rows':>6}{'failed':>8}{'tokens':>10}{'seconds':>10}")
+    for stage in report.stages:
+        s = stage.stats
+        click.echo(f"  {stage.name:<16}{s.get('rows_out', 0):>6}{s.get('failed', 0):>8}"
+                   f"{s.get('tokens', 0):>10}{s.get('seconds', 0.0):>10.1f}")
+    usage = report.usage
+    if usage:
+        click.echo(f"  LLM calls {usage.get('calls', 0)}, prompt tokens "
+                   f"{usage.get('prompt_tokens', 0)}, completion tokens "
+                   f"{usage.get('completion_tokens', 0)}")
+    if report.failures:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.failures.items()))
+        click.echo(f"  failed calls by reason: {reasons}")
+    click.echo(f"  total {report.seconds:.1f} s")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the stages do.")
+def cli(verbose: bool) -> None:
+    """rare-synth: turn documents into RARE training data."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML file with [pipeline], [serving], [retriever] and [[steps]].")
+@click.option("--input", "input_path", help="Input rows (.json, .jsonl, .csv, .parquet).")
+@click.option("--output", "output_path", help="Where the final rows go (format by extension).")
+@click.option("--serving", help="Registered serving name (default: embedded).")
+@click.option("--api-url", help="OpenAI-compatible chat-completions URL (implies --serving openai).")
+@click.option("--model", help="Model name for the serving.")
+@click.option("-S", "--serving-option", multiple=True, help="Serving option KEY=VALUE.")
+@click.option("--retriever", help="Registered retriever name (default: tantivy, else gensim).")
+@click.option("-R", "--retriever-option", multiple=True, help="Retriever option KEY=VALUE.")
+@click.option("--text-key", help="Field holding the document text (default: text).")
+@click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
+@click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
+@click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
+def run(config_path: str | None, input_path: str | None, output_path: str | None,
+        serving: str | None, api_url: str | None, model: str | None,
+        serving_option: tuple[str, ...], retriever: str | None,
+        retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
+        cache_dir: str | None, cache_type: str | None) -> None:
+    """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
+    config: dict[str, Any] = {}
+    if config_path:
+        try:
+            config = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise click.ClickException(f"{config_path}: {exc}") from None
+    pipe = config.get("pipeline", {})
+    serving_cfg = dict(config.get("serving", {}))
+    retriever_cfg = dict(config.get("retriever", {}))
+    input_path = input_path or pipe.get("input")
+    output_path = output_path or pipe.get("output")
+    if not input_path or not output_path:
+        raise click.UsageError("--input and --output are required (or set them in --config)")
+    serving_name = serving or serving_cfg.pop("name", None)
+    serving_opts = {k: v for k, v in serving_cfg.items() if k != "name"}
+    serving_opts.update(_parse_options(serving_option, "--serving-option"))
+    if api_url:
+        serving_opts["api_url"] = api_url
+        serving_name = serving_name or "openai"
+    if model:
+        serving_opts["model_name"] = model
+    retriever_name = retriever or retriever_cfg.pop("name", None)
+    retriever_opts = {k: v for k, v in retriever_cfg.items() if k != "name"}
+    retriever_opts.update(_parse_options(retriever_option, "--retriever-option"))
+    if "steps" in config:
+        steps = steps_from_config(config)
+    else:
+        steps = rare_steps(text_key or pipe.get("text_key", "text"),
+                           num_neg or pipe.get("num_neg", 3))
+
+    try:
+        pipeline = Pipeline(steps, retriever=retriever_name, retriever_options=retriever_opts)
+        if pipeline.needs_llm():
+            import rare.serving
+
+            pipeline.serving = rare.serving.create(serving_name, **serving_opts)
+        try:
+            report = pipeline.run(input_path, output_path,
+                                  cache_path=cache_dir or pipe.get("cache_path", "./cache"),
+                                  cache_type=cache_type or pipe.get("cache_type", "jsonl"),
+                                  on_stage=_print_stage)
+        finally:
+            if pipeline.serving is not None:
+                pipeline.serving.close()
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_summary(report)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def plugins_cmd(as_json: bool) -> None:
+    """List every loaded plugin, its version and what it registered."""
+    try:
+        info = plugins.plugin_info()
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for item in info:
+        version = item["version"] or "-"
+        click.echo(f"{item['name']} {version}" + (f" ({item['distribution']})"
+                                                  if item["distribution"] else ""))
+        for kind, names in item["registered"].items():
+            if names:
+                click.echo(f"    {kind}: {', '.join(names)}")
+
+
+@cli.command()
+@click.option("--dir", "out_dir", default="rare-demo", show_default=True,
+              help="Where the demo's input, cache and output go.")
+@click.option("--limit", type=int, default=24, show_default=True,
+              help="How many documents of the Python reference to use (0 = all).")
+@click.option("--export-only", is_flag=True, help="Write the documents and stop.")
+@click.option("--serving", help="Registered serving name (default: embedded).")
+def demo(out_dir: str, limit: int, export_only: bool, serving: str | None) -> None:
+    """Export the Python language reference that ships with CPython and run RARE on it."""
+    from rare.demo import export_python_docs
+
+    base = Path(out_dir)
+    docs = export_python_docs(base / "python_docs.jsonl", limit=limit or None)
+    click.echo(f"wrote {docs.count} documents of the Python language reference to {docs.path}",
+               err=True)
+    if export_only:
+        return
+    import rare.serving
+
+    try:
+        pipeline = Pipeline(rare_steps("text"), serving=rare.serving.create(serving))
+        report = pipeline.run(docs.path, base / "rare_output.jsonl", cache_path=base / "cache",
+                              on_stage=_print_stage)
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_summary(report)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Plugin discovery (entry-point group ``rare``) and the name registries built from it.
+
+Environment variables:
+  RARE_PLUGINS          comma-separated allow-list of plugin (entry point or distribution)
+                        names; when set, only those load.
+  RARE_DISABLE_PLUGINS  comma-separated block-list; those never load.
+  RARE_TRACE_HOOKS      when set, every hook call is traced to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+
+from rare import hookspecs
+from rare.errors import PluginError, UnknownNameError
+
+GROUP = "rare"
+KINDS = ("operators", "retrievers", "servings")
+
+# Where a well-known name comes from, for the "unknown name" message.
+INSTALL_HINTS = {
+    ("retrievers", "tantivy"): "rare-bm25-rs",
+    ("retrievers", "pyserini"): "rare-pyserini",
+    ("retrievers", "gensim"): "rare-gensim",
+    ("servings", "embedded"): "rare-embedded",
+    ("servings", "openai"): "rare-openai",
+    ("operators", "Doc2Query"): "rare-stages",
+}
+
+pm = pluggy.PluginManager(GROUP)
+pm.add_hookspecs(hookspecs)
+
+_lock = threading.RLock()
+_loaded = False
+_distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+
+
+def _env_names(var: str) -> set[str]:
+    return {part.strip() for part in os.environ.get(var, "").split(",") if part.strip()}
+
+
+def load_plugins() -> None:
+    """Load every plugin advertised under the ``rare`` entry-point group, once."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        if os.environ.get("RARE_TRACE_HOOKS"):
+            pm.trace.root.setwriter(sys.stderr.write)
+            pm.enable_tracing()
+        allow = _env_names("RARE_PLUGINS")
+        block = _env_names("RARE_DISABLE_PLUGINS")
+        for ep in importlib.metadata.entry_points(group=GROUP):
+            dist_name = ep.dist.name if ep.dist is not None else ""
+            names = {ep.name, dist_name}
+            if (allow and not names & allow) or names & block:
+                continue
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must say who it is
+                raise PluginError(
+                    f"plugin {ep.name!r} (from {dist_name or 'unknown distribution'}, "
+                    f"entry point {ep.value!r}) failed to load: {exc!r}. "
+                    f"Set RARE_DISABLE_PLUGINS={ep.name} to skip it."
+                ) from exc
+            pm.register(plugin, name=ep.name)
+            version = ep.dist.version if ep.dist is not None else ""
+            _distributions[ep.name] = (dist_name, version)
+        pm.check_pending()
+
+
+@dataclass
+class Entry:
+    name: str
+    obj: Any
+    plugin: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class Registry:
+    """Names of one kind (operators, retrievers or servings) mapped to what registered them."""
+
+    kind: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+    lookup: dict[str, Entry] = field(default_factory=dict)
+
+    def add(self, obj: Any, name: str | None, plugin: str, aliases: Iterable[str] = ()) -> None:
+        name = name or getattr(obj, "__name__", None)
+        if not name:
+            raise PluginError(f"plugin {plugin!r} registered an unnamed {self.kind[:-1]}: {obj!r}")
+        entry = Entry(name, obj, plugin, tuple(aliases))
+        for key in (name, *entry.aliases):
+            other = self.lookup.get(key)
+            if other is not None and other.obj is not obj:
+                raise PluginError(
+                    f"{self.kind[:-1]} name {key!r} is registered twice: by plugin "
+                    f"{other.plugin!r} and by plugin {plugin!r}. Disable one of them "
+                    f"with RARE_DISABLE_PLUGINS."
+                )
+            self.lookup[key] = entry
+        self.entries[name] = entry
+
+    def get(self, name: str) -> Any:
+        entry = self.lookup.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.lookup)) or "none"
+            hint = INSTALL_HINTS.get((self.kind, name))
+            install = f" Install it with: pip install {hint}" if hint else ""
+            raise UnknownNameError(
+                f"unknown {self.kind[:-1]} {name!r}; known {self.kind}: {known}.{install}"
+            )
+        return entry.obj
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+
+_cache: dict[str, tuple[frozenset[int], Registry]] = {}
+
+
+def _plugin_name(plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+def get_registry(kind: str) -> Registry:
+    """The registry of ``kind``, rebuilt whenever the set of registered plugins changed."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    load_plugins()
+    with _lock:
+        key = frozenset(id(p) for p in pm.get_plugins())
+        cached = _cache.get(kind)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        registry = Registry(kind)
+        hook = getattr(pm.hook, f"register_{kind}")
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            plugin = impl.plugin_name
+
+            def register(obj: Any, name: str | None = None, aliases: Iterable[str] = (),
+                         _plugin: str = plugin) -> None:
+                registry.add(obj, name, _plugin, aliases)
+
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r} failed in register_{kind}: {exc!r}") from exc
+        _cache[kind] = (key, registry)
+        return registry
+
+
+def get(kind: str, name: str) -> Any:
+    """Look ``name`` up in the registry of ``kind``."""
+    return get_registry(kind).get(name)
+
+
+def plugin_info() -> list[dict[str, Any]]:
+    """One record per loaded plugin: name, distribution, version and what it registered."""
+    registries = {kind: get_registry(kind) for kind in KINDS}
+    out = []
+    for plugin in pm.get_plugins():
+        name = _plugin_name(plugin)
+        dist, version = _distributions.get(name, ("", ""))
+        registered = {
+            kind: sorted(e.name for e in registries[kind].entries.values() if e.plugin == name)
+            for kind in KINDS
+        }
+        out.append({"name": name, "distribution": dist or None, "version": version or None,
+                    "registered": registered})
+    return sorted(out, key=lambda info: info["name"])

@@ -1,0 +1,138 @@
+"""The protocol every retriever backend implements, with mining built on top of search."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+from rare.errors import RetrieverError
+from rare.text import NearDuplicateRule
+
+Hits = list[tuple[str, float]]
+
+
+class MineResult(list):  # type: ignore[type-arg]
+    """Negatives' ids for each query (a list of lists), plus what mining could not find.
+
+    ``shortfall[i]`` is how many negatives query ``i`` is missing (0 when it got
+    ``num_neg``); ``scores[i]`` are the BM25 scores of its negatives.
+    """
+
+    def __init__(self, negatives: list[list[str]], scores: list[list[float]], num_neg: int):
+        super().__init__(negatives)
+        self.scores = scores
+        self.num_neg = num_neg
+        self.shortfall = [max(0, num_neg - len(n)) for n in negatives]
+
+    @property
+    def short_queries(self) -> list[int]:
+        """Indices of the queries that got fewer than ``num_neg`` negatives."""
+        return [i for i, missing in enumerate(self.shortfall) if missing]
+
+
+def default_threads(threads: int | None) -> int:
+    if threads is None:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else (os.cpu_count() or 1))
+    if threads < 1:
+        raise RetrieverError(f"threads must be >= 1, got {threads}")
+    return threads
+
+
+def check_mine_args(queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
+                    start_rank: int) -> None:
+    if len(queries) != len(positive_ids):
+        raise RetrieverError(
+            f"mine() got {len(queries)} queries but {len(positive_ids)} positive ids"
+        )
+    if num_neg < 1:
+        raise RetrieverError(f"num_neg must be >= 1, got {num_neg}")
+    if start_rank < 0:
+        raise RetrieverError(f"start_rank must be >= 0, got {start_rank}")
+
+
+class Retriever(ABC):
+    """A BM25 index over ``(doc_id, text)`` pairs.
+
+    Backends implement :meth:`index`, :meth:`search_batch`, :meth:`get_texts` and
+    ``__len__``; :meth:`mine` has a default built on them that backends may replace with a
+    faster one keeping the same semantics. Defaults are Lucene's BM25 (k1=1.2, b=0.75).
+    """
+
+    #: registry name, e.g. "gensim"
+    name: str = ""
+
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75,
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
+                 **options: Any) -> None:
+        if k1 < 0 or not 0 <= b <= 1:
+            raise RetrieverError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.near_duplicate = near_duplicate
+        self.options = options
+
+    # -- what a backend implements -------------------------------------------------------
+    @abstractmethod
+    def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        """Add documents; may be called several times, in batches."""
+
+    def commit(self) -> None:
+        """Make everything indexed so far searchable (a no-op where indexing is immediate)."""
+
+    @abstractmethod
+    def search_batch(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Hits]:
+        """Top ``k`` ``(doc_id, score)`` hits for every query, best first."""
+
+    @abstractmethod
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored text of each id (None for an unknown id)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of documents searchable now."""
+
+    # -- mining, shared by every backend -------------------------------------------------
+    def mine(self, queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
+             start_rank: int = 0, threads: int | None = None, depth: int | None = None,
+             positive_texts: Sequence[str | None] | None = None) -> MineResult:
+        """Hard negatives for each query: top BM25 hits that are not its positive.
+
+        A hit is skipped when its id is the positive's, or when the near-duplicate rule
+        says it repeats the positive's text. The first ``start_rank`` of the remaining hits
+        are skipped too (the very top is the likeliest to be an unlabelled positive). Only
+        the top ``depth`` hits are examined (default ``max(50, 4 * (start_rank + num_neg))``);
+        queries that run out are reported in :attr:`MineResult.shortfall`.
+        """
+        check_mine_args(queries, positive_ids, num_neg, start_rank)
+        if positive_texts is not None and len(positive_texts) != len(queries):
+            raise RetrieverError(
+                f"mine() got {len(queries)} queries but {len(positive_texts)} positive texts"
+            )
+        depth = depth or max(50, 4 * (start_rank + num_neg))
+        hits = self.search_batch(queries, depth, threads=threads)
+        rule = self.near_duplicate
+        if rule is not None and positive_texts is None:
+            positive_texts = self.get_texts(positive_ids)
+        negatives: list[list[str]] = []
+        scores: list[list[float]] = []
+        wanted = start_rank + num_neg
+        for qi, query_hits in enumerate(hits):
+            pos_id = positive_ids[qi]
+            candidates = [(d, s) for d, s in query_hits if d != pos_id]
+            pos_text = positive_texts[qi] if positive_texts is not None else None
+            if rule is not None and pos_text:
+                pos_sh = rule.shingles(pos_text)
+                texts = self.get_texts([d for d, _ in candidates])
+                kept = []
+                for (d, s), t in zip(candidates, texts):
+                    if t is None or not rule.same(pos_sh, rule.shingles(t)):
+                        kept.append((d, s))
+                        if len(kept) == wanted:
+                            break
+                candidates = kept
+            chosen = candidates[start_rank:wanted]
+            negatives.append([d for d, _ in chosen])
+            scores.append([s for _, s in chosen])
+        return MineResult(negatives, scores, num_neg)
