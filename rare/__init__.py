@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rare.errors import (
     InputError,
+    MissingDependencyError,
     PluginError,
     RareError,
     RetrieverError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChatRequest", "Completion", "EnglishAnalyzer", "FileStorage", "InputError", "LLMServing",
+    "MissingDependencyError",
     "MineResult", "NearDuplicateRule", "Operator", "PluginError", "RareError", "Retriever",
     "RetrieverError", "ServingError", "StorageError", "UnknownNameError", "hookimpl",
 ]

@@ -79,11 +79,16 @@ def cli(verbose: bool) -> None:
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
+@click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
+@click.option("--response-cache", "response_cache",
+              help="Directory of the LLM response cache (default: $RARE_CACHE_DIR or "
+                   "~/.cache/rare-synth).")
 def run(config_path: str | None, input_path: str | None, output_path: str | None,
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
-        cache_dir: str | None, cache_type: str | None) -> None:
+        cache_dir: str | None, cache_type: str | None, no_cache: bool,
+        response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
     if config_path:
@@ -121,6 +126,10 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
             import rare.serving
 
             pipeline.serving = rare.serving.create(serving_name, **serving_opts)
+            if no_cache or pipe.get("no_cache"):
+                pipeline.serving.use_cache(False)
+            elif response_cache or pipe.get("response_cache"):
+                pipeline.serving.use_cache(response_cache or pipe["response_cache"])
         try:
             report = pipeline.run(input_path, output_path,
                                   cache_path=cache_dir or pipe.get("cache_path", "./cache"),
@@ -132,6 +141,34 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect or clear the LLM response cache."""
+
+
+@cache_group.command("info")
+@click.option("--dir", "directory", help="Cache directory (default: the shared one).")
+def cache_info(directory: str | None) -> None:
+    """Where the response cache lives and how many replies it holds."""
+    from rare.cache import ResponseCache
+
+    cache = ResponseCache(directory)
+    click.echo(f"{cache.directory}: {len(cache)} cached replies")
+    cache.close()
+
+
+@cache_group.command("clear")
+@click.option("--dir", "directory", help="Cache directory (default: the shared one).")
+def cache_clear(directory: str | None) -> None:
+    """Delete every cached reply."""
+    from rare.cache import ResponseCache
+
+    cache = ResponseCache(directory)
+    removed = cache.clear()
+    click.echo(f"removed {removed} cached replies from {cache.directory}")
+    cache.close()
 
 
 @cli.command("plugins")
@@ -184,10 +221,20 @@ def demo(out_dir: str, limit: int, export_only: bool, serving: str | None) -> No
 
 def main() -> None:
     try:
-        cli(standalone_mode=True)
+        cli(standalone_mode=False)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo("\ninterrupted. Every finished LLM reply is kept in the step's journal "
+                   "(<cache dir>/*.journal) and in the response cache: run the same command "
+                   "again to resume where it stopped.", err=True)
         sys.exit(130)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,18 @@ batches of them on ``max_workers`` threads, turns exceptions into failed
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
+
+from rare.errors import ServingError
 
 
 @dataclass
@@ -77,6 +81,11 @@ class LLMServing(ABC):
         self._usage_lock = threading.Lock()
         self.usage: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        self._state_lock = threading.Lock()
+        self._local = threading.local()
+        self._streak = 0  # calls failed in a row
+        self._ever_ok = False  # whether any call (or reuse) has worked
+        self._owns_cache = False
 
     # -- what a serving implements --------------------------------------------------------
     @abstractmethod
@@ -100,41 +109,182 @@ class LLMServing(ABC):
                 "seed": self.seed}
 
     def close(self) -> None:
-        """Release what the serving holds (threads, a loaded model)."""
+        """Release what the serving holds (threads, a loaded model, the response cache).
+
+        Subclasses that override it call ``super().close()``.
+        """
+        self.close_cache()
+
+    # -- caching ------------------------------------------------------------------------
+    #: the response cache: "default" opens the shared one on first use, None turns it off
+    response_cache: Any = "default"
+    #: stop when this many calls in a row failed (after their retries): the endpoint is down
+    fail_fast: int = 10
+
+    def use_cache(self, cache: Any) -> None:
+        """Set the response cache: a ResponseCache, a directory, True (default), False/None."""
+        from rare.cache import ResponseCache
+
+        if cache is True:
+            cache = "default"
+        elif isinstance(cache, (str, os.PathLike)) and cache != "default":
+            cache = ResponseCache(cache)
+        elif cache is False:
+            cache = None
+        # not ``cache or None``: an empty ResponseCache has len() 0 and is falsy
+        self.response_cache = cache
+
+    def _cache(self) -> Any:
+        from rare.cache import ResponseCache, cache_disabled_by_env
+
+        with self._state_lock:
+            if isinstance(self.response_cache, str) and self.response_cache == "default":
+                self.response_cache = None if cache_disabled_by_env() else ResponseCache()
+                self._owns_cache = self.response_cache is not None
+            return self.response_cache
+
+    def close_cache(self) -> None:
+        """Close the response cache this serving opened itself (a later call reopens it)."""
+        with self._state_lock:
+            if getattr(self, "_owns_cache", False) and self.response_cache is not None:
+                self.response_cache.close()
+                self.response_cache = "default"
+                self._owns_cache = False
+
+    # -- retries inside complete() ---------------------------------------------------------
+    def sleep_unless_cancelled(self, seconds: float) -> bool:
+        """Wait before a retry; False when the batch was cancelled (Ctrl-C, fail-fast)."""
+        cancel = getattr(self._local, "cancel", None)
+        if cancel is None:
+            time.sleep(max(0.0, seconds))
+            return True
+        return not cancel.wait(max(0.0, seconds))
+
+    def describe(self) -> str:
+        """What error messages call this serving: the model, and where it runs."""
+        return self.model_name or type(self).__name__
 
     # -- batches ------------------------------------------------------------------------
-    def _complete_safely(self, request: ChatRequest) -> Completion:
+    def _count(self, result: Completion, source: str) -> None:
+        """Account one outcome; ``source`` is "call", "journal", "cache" or "duplicate"."""
+        with self._usage_lock:
+            if source == "call":
+                self.usage["calls"] += 1
+                self.usage["requests"] += max(1, result.attempts)
+                self.usage["prompt_tokens"] += result.prompt_tokens
+                self.usage["completion_tokens"] += result.completion_tokens
+                if result.ok:
+                    self._streak = 0
+                    self._ever_ok = True
+                else:
+                    self._streak += 1
+                    self.failures[(result.error or "unknown").split(":")[0]] += 1
+            else:
+                self.usage["reused"] += 1
+                self.usage[f"{source}_hits"] += 1
+                if source != "duplicate":
+                    self._streak = 0
+                    self._ever_ok = True
+
+    def _complete_safely(self, request: ChatRequest, key: str | None, cache: Any,
+                         journal: Any, cancel: threading.Event | None) -> Completion:
+        if key is not None:
+            hit = journal.get(key) if journal is not None else None
+            source = "journal"
+            if hit is None and cache is not None:
+                hit, source = cache.get(key), "cache"
+                if hit is not None and journal is not None:
+                    journal.put(key, hit)
+            if hit is not None:
+                self._count(hit, source)
+                return hit
+        if cancel is not None and cancel.is_set():
+            return Completion(text=None, error="cancelled: the batch was stopped")
+        self._local.cancel = cancel
         try:
             result = self.complete(request)
         except Exception as exc:  # one bad call must not sink the batch
             result = Completion(text=None, error=error_reason(exc))
-        with self._usage_lock:
-            self.usage["calls"] += 1
-            self.usage["prompt_tokens"] += result.prompt_tokens
-            self.usage["completion_tokens"] += result.completion_tokens
-            if not result.ok:
-                self.failures[(result.error or "unknown").split(":")[0]] += 1
+        finally:
+            self._local.cancel = None
+        self._count(result, "call")
+        if result.ok and key is not None:
+            # the journal first: it is what a killed run resumes from
+            if journal is not None:
+                journal.put(key, result)
+            if cache is not None:
+                cache.put(key, result)
         return result
 
-    def generate(self, requests: Sequence[ChatRequest], desc: str | None = None) -> list[Completion]:
-        """Answer every request, ``max_workers`` at a time, in order; never raises per call."""
+    def _fail_fast_error(self, failed: int, last: Completion) -> ServingError:
+        reasons = ", ".join(f"{k}: {v}" for k, v in self.failures.most_common(3))
+        return ServingError(
+            f"stopped: the last {failed} calls to {self.describe()} all failed ({reasons}); "
+            f"last error: {last.error}. Check the endpoint, the model name and the key; "
+            "finished replies are kept, so running again resumes."
+        )
+
+    def generate(self, requests: Sequence[ChatRequest], desc: str | None = None,
+                 journal: Any = None) -> list[Completion]:
+        """Answer every request, ``max_workers`` at a time, in order; never raises per call.
+
+        Replies already in ``journal`` (a :class:`rare.cache.Journal`) or in the response
+        cache are reused without a call, and identical requests in one batch are sent once.
+        Raises :class:`ServingError` when ``fail_fast`` calls in a row failed, or when every
+        call of a batch failed and no call of this serving has ever worked: the endpoint is
+        down or misconfigured, and grinding through the rest would only fail the same way.
+        """
+        from rare.cache import request_key
+
+        cache = self._cache()
+        keys: list[str | None] = [None] * len(requests)
+        if cache is not None or journal is not None:
+            settings = self.settings()
+            keys = [request_key(settings, r) for r in requests]
+        # identical requests (same key) are answered by one call
+        groups: dict[Any, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key if key is not None else ("row", i), []).append(i)
+        work = [members for members in groups.values()]
+
         results: list[Completion | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc=desc, disable=desc is None or not requests,
                    unit="req", leave=False)
+        cancel = threading.Event()
+        failed_calls = 0
+        pool = ThreadPoolExecutor(self.max_workers) if self.max_workers > 1 else None
         try:
-            if self.max_workers == 1 or len(requests) <= 1:
-                for i, request in enumerate(requests):
-                    results[i] = self._complete_safely(request)
-                    bar.update()
+            def run(members: list[int]) -> Completion:
+                first = members[0]
+                return self._complete_safely(requests[first], keys[first], cache, journal,
+                                             cancel)
+
+            if pool is None:
+                done: Any = ((n, run(members)) for n, members in enumerate(work))
             else:
-                with ThreadPoolExecutor(self.max_workers) as pool:
-                    futures = {pool.submit(self._complete_safely, r): i
-                               for i, r in enumerate(requests)}
-                    for future, i in futures.items():
-                        results[i] = future.result()
-                        bar.update()
+                futures = {pool.submit(run, members): n for n, members in enumerate(work)}
+                done = ((futures[f], f.result()) for f in as_completed(futures))
+            for n, result in done:
+                members = work[n]
+                for j, i in enumerate(members):
+                    results[i] = result
+                    if j:
+                        self._count(result, "duplicate")
+                bar.update(len(members))
+                failed_calls += not result.ok
+                if self._streak >= self.fail_fast:
+                    raise self._fail_fast_error(self._streak, result)
+            if work and failed_calls == len(work) and not self._ever_ok:
+                last = results[work[-1][0]]
+                assert last is not None
+                raise self._fail_fast_error(failed_calls, last)
+        except BaseException:
+            cancel.set()  # in-flight calls stop retrying; queued ones are dropped
+            raise
         finally:
             bar.close()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         return [r for r in results if r is not None]
 
     def generate_from_input(self, user_inputs: list[str], system_prompt: str = "",

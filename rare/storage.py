@@ -64,8 +64,11 @@ def _read_json(path: Path) -> Records:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            hint = " (this looks like JSON Lines: name the file .jsonl)"
         raise StorageError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                           f"{exc.msg}") from None
+                           f"{exc.msg}{hint}") from None
     if isinstance(data, dict):  # a single record
         data = [data]
     if not isinstance(data, list):

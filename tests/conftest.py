@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+
+# Every test session gets its own response cache (subprocesses inherit it), so no test
+# reads a reply cached by another session or writes into the user's cache.
+os.environ["RARE_CACHE_DIR"] = tempfile.mkdtemp(prefix="rare-test-cache-")
 
 
 def shared(*parts: str) -> Path:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
 import os
+import random
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,15 +29,75 @@ def is_local(api_url: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+#: statuses worth another try: request timeout, lock timeout, rate limit, server errors
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class CallFailed(Exception):
+    """One HTTP attempt failed: ``reason`` is short and stable ("timeout", "http_429"...)."""
+
+    def __init__(self, reason: str, detail: str, retry: bool,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retry = retry
+        self.retry_after = retry_after
+
+
+def retry_after_of(headers: Any) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms``, ``retry-after``), or None."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            try:  # an HTTP date
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _short(text: Any, limit: int = 160) -> str:
+    first = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return first[:limit]
+
+
+def _status_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return _short(message)
+    return _short(getattr(exc, "message", "") or exc)
+
+
 class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
     """Chat completions through the ``openai`` client, ``max_workers`` requests at a time.
 
     The key comes from ``api_key``, else the environment variable ``key_name_of_api_key``,
-    else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none. The client
-    retries timeouts, connection errors, 429 (honouring Retry-After) and 5xx with
-    exponential backoff, ``max_retries`` times. ``structured_output`` sends the stage's JSON
-    schema as ``response_format``: "json_schema" (OpenAI, vLLM, SGLang) or "json_object"
-    (llama.cpp server, which accepts a schema beside it); None relies on the prompt.
+    else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none.
+
+    Each request gets up to ``max_retries`` more tries when it fails in a way that may pass:
+    a timeout (``timeout`` seconds), a refused or dropped connection, HTTP 408/409/429/5xx,
+    a body that is not valid JSON, or a reply without choices. The wait doubles from
+    ``retry_backoff`` seconds up to ``retry_backoff_max`` (minus up to 25% jitter), or is
+    what the server's Retry-After asks, up to ``max_retry_wait``. Other errors (400, 401,
+    404...) fail at once. A failed request's ``error`` starts with a short, stable reason:
+    ``timeout``, ``connection``, ``http_<status>``, ``malformed_body``, ``empty_choices``,
+    ``empty_reply``, ``cancelled``; the run's summary counts failures by it.
+
+    ``structured_output`` sends the stage's JSON schema as ``response_format``:
+    "json_schema" (OpenAI, vLLM, SGLang) or "json_object" (llama.cpp server, which accepts a
+    schema beside it); None relies on the prompt.
     """
 
     def __init__(self, api_url: str = "https://api.openai.com/v1/chat/completions",
@@ -42,7 +106,8 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                  temperature: float | None = None, max_tokens: int | None = None,
                  seed: int | None = None, timeout: float = 120.0, max_retries: int = 5,
                  structured_output: str | None = None, context_window: int = 32768,
-                 extra_body: dict[str, Any] | None = None) -> None:
+                 extra_body: dict[str, Any] | None = None, retry_backoff: float = 0.5,
+                 retry_backoff_max: float = 8.0, max_retry_wait: float = 60.0) -> None:
         super().__init__(model_name=model_name, max_workers=max_workers,
                          temperature=temperature, max_tokens=max_tokens, seed=seed)
         try:
@@ -52,6 +117,9 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         if structured_output not in STRUCTURED_MODES:
             raise ServingError(f"structured_output must be one of {STRUCTURED_MODES}, "
                                f"got {structured_output!r}")
+        if max_retries < 0 or timeout <= 0:
+            raise ServingError(f"need max_retries >= 0 and timeout > 0, got {max_retries} "
+                               f"and {timeout}")
         key = api_key or os.environ.get(key_name_of_api_key) or os.environ.get("OPENAI_API_KEY")
         if not key:
             if not is_local(api_url):
@@ -64,12 +132,22 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         self.structured_output = structured_output
         self.context_window = context_window
         self.extra_body = extra_body or {}
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.max_retry_wait = max_retry_wait
+        self._openai = openai
+        # Retries are ours (see complete): one policy for every fault, with stable reasons.
         self.client = openai.OpenAI(base_url=base_url_of(api_url), api_key=key,
-                                    timeout=timeout, max_retries=max_retries)
+                                    timeout=timeout, max_retries=0)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "api_url": self.api_url,
                 "structured_output": self.structured_output, "extra_body": self.extra_body}
+
+    def describe(self) -> str:
+        return f"model {self.model_name!r} at {self.api_url}"
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is None or self.structured_output is None:
@@ -79,7 +157,7 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                     "json_schema": {"name": "reply", "schema": schema, "strict": False}}
         return {"type": "json_object", "schema": schema}
 
-    def complete(self, request: ChatRequest) -> Completion:
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model_name, "messages": request.messages}
         for name in ("temperature", "max_tokens", "seed"):
             value = getattr(request, name)
@@ -91,21 +169,89 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
             kwargs["response_format"] = response_format
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
-        response = self.client.chat.completions.create(**kwargs)
+        return kwargs
+
+    def _attempt(self, kwargs: dict[str, Any]) -> Completion:
+        """One HTTP request: a Completion (ok, or failed for good), or CallFailed to retry."""
+        openai = self._openai
+        try:
+            response = self.client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError:
+            raise CallFailed("timeout", f"no reply within {self.timeout:g} s", True) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise CallFailed("connection", _short(cause) or "connection error", True) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            headers = exc.response.headers
+            hint = headers.get("x-should-retry")
+            retry = status in RETRY_STATUSES or status >= 500
+            retry = hint == "true" or (retry and hint != "false")
+            raise CallFailed(f"http_{status}", _status_detail(exc), retry,
+                             retry_after_of(headers)) from None
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
+            raise CallFailed("malformed_body", _short(exc) or type(exc).__name__,
+                             True) from None
+        if isinstance(response, (str, bytes)):  # the client hands back a non-JSON body as text
+            raise CallFailed("malformed_body", f"not a JSON body: {_short(response, 60)!r}",
+                             True)
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-        if not getattr(response, "choices", None):
-            return Completion(text=None, error="EmptyChoices: the reply had no choices",
-                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        choice = response.choices[0]
-        text = choice.message.content if choice.message is not None else None
-        error = None if text else "EmptyReply: the reply had no content"
-        return Completion(text=text, finish_reason=choice.finish_reason, error=error,
+        choices = getattr(response, "choices", None)
+        if choices is None:
+            raise CallFailed("malformed_body", "the body has no 'choices'", True)
+        if not choices:
+            raise CallFailed("empty_choices", "the reply had no choices", True)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None) if message is not None else None
+        finish = getattr(choice, "finish_reason", None)
+        error = None
+        if not isinstance(text, str) or not text:
+            # not retried here: the same request tends to give the same empty reply; the
+            # stages ask again with another seed
+            error = f"empty_reply: the reply had no content (finish_reason={finish})"
+            text = None
+        return Completion(text=text, finish_reason=finish, error=error,
                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based), with up to 25% jitter off."""
+        base = min(self.retry_backoff * 2.0 ** (retry - 1), self.retry_backoff_max)
+        return base * (1.0 - 0.25 * random.random())
+
+    def complete(self, request: ChatRequest) -> Completion:
+        kwargs = self._kwargs(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self._attempt(kwargs)
+                result.attempts = attempt
+                return result
+            except CallFailed as failure:
+                error = f"{failure.reason}: {failure.detail}"
+                if attempt > 1:
+                    error += f" (after {attempt} attempts)"
+                failed = Completion(text=None, error=error, attempts=attempt)
+                if not failure.retry or attempt > self.max_retries:
+                    return failed
+                wait = failure.retry_after
+                if wait is None:
+                    wait = self.backoff(attempt)
+                elif wait > self.max_retry_wait:
+                    failed.error = (f"{error}; the server asked to wait {wait:g} s, more "
+                                    f"than max_retry_wait={self.max_retry_wait:g}")
+                    return failed
+                if not self.sleep_unless_cancelled(wait):
+                    failed.error = f"cancelled: stopped while retrying ({error})"
+                    return failed
 
     def close(self) -> None:
         self.client.close()
+        super().close()
 
 
 @hookimpl

