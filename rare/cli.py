@@ -194,11 +194,16 @@ def plugins_cmd(as_json: bool) -> None:
 @cli.command()
 @click.option("--dir", "out_dir", default="rare-demo", show_default=True,
               help="Where the demo's input, cache and output go.")
-@click.option("--limit", type=int, default=24, show_default=True,
+@click.option("--limit", type=int, default=12, show_default=True,
               help="How many documents of the Python reference to use (0 = all).")
+@click.option("--doc-tokens", type=int, default=384, show_default=True,
+              help="Tokens of each document the LLM sees (keeps the demo to minutes).")
+@click.option("--reply-tokens", type=int, default=512, show_default=True,
+              help="Longest reasoning the LLM may write.")
 @click.option("--export-only", is_flag=True, help="Write the documents and stop.")
 @click.option("--serving", help="Registered serving name (default: embedded).")
-def demo(out_dir: str, limit: int, export_only: bool, serving: str | None) -> None:
+def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_only: bool,
+         serving: str | None) -> None:
     """Export the Python language reference that ships with CPython and run RARE on it."""
     from rare.demo import export_python_docs
 
@@ -210,10 +215,14 @@ def demo(out_dir: str, limit: int, export_only: bool, serving: str | None) -> No
         return
     import rare.serving
 
+    steps = rare_steps("text")
+    steps[0].init["max_doc_tokens"] = doc_tokens
+    steps[2].init.update(max_doc_tokens=doc_tokens, max_tokens=reply_tokens)
     try:
-        pipeline = Pipeline(rare_steps("text"), serving=rare.serving.create(serving))
-        report = pipeline.run(docs.path, base / "rare_output.jsonl", cache_path=base / "cache",
-                              on_stage=_print_stage)
+        with rare.serving.create(serving) as llm:
+            report = Pipeline(steps, serving=llm).run(
+                docs.path, base / "rare_output.jsonl", cache_path=base / "cache",
+                on_stage=_print_stage)
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)

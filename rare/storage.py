@@ -23,6 +23,8 @@ import pandas as pd
 from rare.errors import StorageError
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 Records = list[dict[str, Any]]
 
 
@@ -204,6 +206,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -25,6 +25,8 @@ LUCENE_ENGLISH_STOPWORDS = frozenset(
 )
 
 _TOKEN = re.compile(r"[^\W_]+")
+# English possessives, dropped before tokenizing as Lucene's EnglishPossessiveFilter does.
+_POSSESSIVE = re.compile(r"(?<=[^\W_])['\u2019][sS](?![^\W_])")
 
 
 def tokenize(text: str) -> list[str]:
@@ -49,8 +51,10 @@ class EnglishAnalyzer:
         self._stem = _stemmer(stemmer).stemWords if stemmer else None
 
     def __call__(self, text: str) -> list[str]:
-        tokens = [t for t in tokenize(text) if t not in self.stopwords]
-        return self._stem(tokens) if self._stem else tokens
+        tokens = [t for t in tokenize(_POSSESSIVE.sub("", text)) if t not in self.stopwords]
+        if self._stem:
+            tokens = [t for t in self._stem(tokens) if t]  # Porter stems a lone "s" to ""
+        return tokens
 
     def batch(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(text) for text in texts]

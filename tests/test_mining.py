@@ -15,6 +15,8 @@ def test_analyzer_is_lucene_like() -> None:
     analyzer = EnglishAnalyzer()
     assert analyzer("The Running of the Bulls, in 2024!") == ["run", "bull", "2024"]
     assert tokenize("snake_case and CamelCase") == ["snake", "case", "and", "camelcase"]
+    # possessives go, as in Lucene's EnglishPossessiveFilter; no token is ever empty
+    assert analyzer("Smith's house, the cats\u2019 s toys") == ["smith", "hous", "cat", "toi"]
 
 
 def test_neighbouring_chunks_are_near_duplicates(anatomy_chunks: list[str]) -> None:
