@@ -123,16 +123,28 @@ class Retriever(ABC):
             candidates = [(d, s) for d, s in query_hits if d != pos_id]
             pos_text = positive_texts[qi] if positive_texts is not None else None
             if rule is not None and pos_text:
-                pos_sh = rule.shingles(pos_text)
-                texts = self.get_texts([d for d, _ in candidates])
-                kept = []
-                for (d, s), t in zip(candidates, texts):
-                    if t is None or not rule.same(pos_sh, rule.shingles(t)):
-                        kept.append((d, s))
-                        if len(kept) == wanted:
-                            break
-                candidates = kept
+                candidates = self._drop_near_duplicates(candidates, rule, pos_text, wanted)
             chosen = candidates[start_rank:wanted]
             negatives.append([d for d, _ in chosen])
             scores.append([s for _, s in chosen])
         return MineResult(negatives, scores, num_neg)
+
+    def _drop_near_duplicates(self, candidates: Hits, rule: NearDuplicateRule, positive: str,
+                              wanted: int) -> Hits:
+        """The first ``wanted`` candidates that are not near-duplicates of ``positive``.
+
+        Texts are fetched a window at a time, so a backend whose stored texts are costly to
+        read (a Lucene index on disk) reads little more than it keeps.
+        """
+        pos_sh = rule.shingles(positive)
+        kept: Hits = []
+        start = 0
+        while start < len(candidates) and len(kept) < wanted:
+            window = candidates[start:start + max(4, 2 * (wanted - len(kept)))]
+            start += len(window)
+            for (doc_id, score), text in zip(window, self.get_texts([d for d, _ in window])):
+                if text is None or not rule.same(pos_sh, rule.shingles(text)):
+                    kept.append((doc_id, score))
+                    if len(kept) == wanted:
+                        break
+        return kept
