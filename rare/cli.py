@@ -53,6 +53,9 @@ def print_summary(report: RunReport) -> None:
     if report.failures:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.failures.items()))
         click.echo(f"  failed calls by reason: {reasons}")
+    if report.row_failures:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report.row_failures.most_common())
+        click.echo(f"  failed rows by reason: {reasons}")
     click.echo(f"  total {report.seconds:.1f} s")
 
 
@@ -81,8 +84,8 @@ def cli(verbose: bool) -> None:
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
 @click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
 @click.option("--response-cache", "response_cache",
-              help="Directory of the LLM response cache (default: $RARE_CACHE_DIR or "
-                   "~/.cache/rare-synth).")
+              help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
+                   "else ~/.cache/rare-synth/responses).")
 def run(config_path: str | None, input_path: str | None, output_path: str | None,
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
@@ -135,6 +138,12 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
                                   cache_path=cache_dir or pipe.get("cache_path", "./cache"),
                                   cache_type=cache_type or pipe.get("cache_type", "jsonl"),
                                   on_stage=_print_stage)
+        except KeyboardInterrupt:
+            if pipeline.serving is not None:
+                usage = pipeline.serving.usage
+                click.echo(f"\nstopped after {usage['calls']} LLM calls in this run "
+                           f"({usage['reused']} replies reused from earlier ones)", err=True)
+            raise
         finally:
             if pipeline.serving is not None:
                 pipeline.serving.close()
@@ -198,7 +207,7 @@ def plugins_cmd(as_json: bool) -> None:
               help="How many documents of the Python reference to use (0 = all).")
 @click.option("--doc-tokens", type=int, default=384, show_default=True,
               help="Tokens of each document the LLM sees (keeps the demo to minutes).")
-@click.option("--reply-tokens", type=int, default=512, show_default=True,
+@click.option("--reply-tokens", type=int, default=768, show_default=True,
               help="Longest reasoning the LLM may write.")
 @click.option("--export-only", is_flag=True, help="Write the documents and stop.")
 @click.option("--serving", help="Registered serving name (default: embedded).")
@@ -231,13 +240,14 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 def main() -> None:
     try:
         cli(standalone_mode=False)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted. Every finished LLM reply is kept in the step's journal "
-                   "(<cache dir>/*.journal) and in the response cache: run the same command "
-                   "again to resume where it stopped.", err=True)
-        sys.exit(130)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        # click turns Ctrl-C into Abort (raised from the KeyboardInterrupt)
+        if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("\ninterrupted. Every finished LLM reply is kept in the step's journal "
+                       "(<cache dir>/*.journal) and in the response cache: run the same "
+                       "command again to resume where it stopped.", err=True)
+        else:
+            click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

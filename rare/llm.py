@@ -7,18 +7,22 @@ batches of them on ``max_workers`` threads, turns exceptions into failed
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from rare.errors import ServingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,6 +124,10 @@ class LLMServing(ABC):
     response_cache: Any = "default"
     #: stop when this many calls in a row failed (after their retries): the endpoint is down
     fail_fast: int = 10
+    #: ... or when every call of a batch this big failed and no call has ever worked
+    fail_fast_batch: int = 3
+    #: seconds a stopped batch waits for the calls in flight (see _drain)
+    drain_seconds: float = 30.0
 
     def use_cache(self, cache: Any) -> None:
         """Set the response cache: a ResponseCache, a directory, True (default), False/None."""
@@ -224,6 +232,25 @@ class LLMServing(ABC):
             "finished replies are kept, so running again resumes."
         )
 
+    def _drain(self, futures: dict[Any, int]) -> None:
+        """After Ctrl-C or fail-fast: drop queued calls, let the ones in flight finish.
+
+        A call in flight is paid for; waiting for it (``drain_seconds`` at most) lets its
+        reply reach the journal before the caller closes the client under it.
+        """
+        for future in futures:
+            future.cancel()
+        running = [f for f in futures if not f.done()]
+        if not running:
+            return
+        log.warning("stopping: waiting up to %g s for %d call(s) in flight so that their "
+                    "replies are kept (Ctrl-C again to drop them)", self.drain_seconds,
+                    len(running))
+        try:
+            wait(running, timeout=self.drain_seconds)
+        except KeyboardInterrupt:
+            pass
+
     def generate(self, requests: Sequence[ChatRequest], desc: str | None = None,
                  journal: Any = None) -> list[Completion]:
         """Answer every request, ``max_workers`` at a time, in order; never raises per call.
@@ -231,8 +258,9 @@ class LLMServing(ABC):
         Replies already in ``journal`` (a :class:`rare.cache.Journal`) or in the response
         cache are reused without a call, and identical requests in one batch are sent once.
         Raises :class:`ServingError` when ``fail_fast`` calls in a row failed, or when every
-        call of a batch failed and no call of this serving has ever worked: the endpoint is
-        down or misconfigured, and grinding through the rest would only fail the same way.
+        call of a batch (of ``fail_fast_batch`` or more) failed and no call of this serving
+        has ever worked: the endpoint is down or misconfigured, and grinding through the rest
+        would only fail the same way.
         """
         from rare.cache import request_key
 
@@ -253,6 +281,7 @@ class LLMServing(ABC):
         cancel = threading.Event()
         failed_calls = 0
         pool = ThreadPoolExecutor(self.max_workers) if self.max_workers > 1 else None
+        futures: dict[Any, int] = {}
         try:
             def run(members: list[int]) -> Completion:
                 first = members[0]
@@ -274,12 +303,14 @@ class LLMServing(ABC):
                 failed_calls += not result.ok
                 if self._streak >= self.fail_fast:
                     raise self._fail_fast_error(self._streak, result)
-            if work and failed_calls == len(work) and not self._ever_ok:
+            if len(work) >= self.fail_fast_batch and failed_calls == len(work) \
+                    and not self._ever_ok:
                 last = results[work[-1][0]]
                 assert last is not None
                 raise self._fail_fast_error(failed_calls, last)
         except BaseException:
             cancel.set()  # in-flight calls stop retrying; queued ones are dropped
+            self._drain(futures)
             raise
         finally:
             bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,17 @@ class RunReport:
     usage: dict[str, int]
     failures: dict[str, int]
     seconds: float
+    row_failures: Counter[str] = field(default_factory=Counter)
 
 
-def _has_error(row: dict[str, Any]) -> bool:
-    return any(k.endswith("_error") and v is not None for k, v in row.items())
+def first_error(row: dict[str, Any]) -> str | None:
+    """The first ``*_error`` a row carries, None when it has none."""
+    return next((v for k, v in row.items() if k.endswith("_error") and v is not None), None)
+
+
+def error_kind(error: str) -> str:
+    """The reason's kind: the text before its first colon ("skipped", "unusable reply", ...)."""
+    return error.split(":", 1)[0].strip()
 
 
 class Pipeline:
@@ -123,11 +131,17 @@ class Pipeline:
                 on_stage(report)
         final = read_records(storage.path_for_step(len(self.steps)))
         write_records(output_path, final)
+        # The run is complete: its journals have served their purpose.
+        for k in range(1, len(self.steps) + 1):
+            path = storage.path_for_step(k)
+            path.with_name(path.name + ".journal").unlink(missing_ok=True)
+        errors = [e for e in map(first_error, final) if e is not None]
         serving = self.serving
         return RunReport(
             input=str(input_path), output=str(output_path), rows_in=rows_in,
-            rows_out=len(final), failed_rows=sum(_has_error(r) for r in final), stages=reports,
+            rows_out=len(final), failed_rows=len(errors), stages=reports,
             usage=dict(serving.usage) if serving else {},
             failures=dict(serving.failures) if serving else {},
             seconds=round(time.perf_counter() - start, 2),
+            row_failures=Counter(map(error_kind, errors)),
         )

@@ -80,15 +80,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
     from rare_embedded import find_model_file
 
     port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = log_path.open("wb")  # a pipe nobody reads would fill up and block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model_file()),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX),
          "--model_alias", "smollm2", "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
@@ -100,7 +102,7 @@ def llama_server():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"llama.cpp server did not start: {proc.stderr.read()[-2000:]!r}")
+                pytest.fail(f"llama.cpp server did not start: {log_path.read_text()[-2000:]!r}")
             time.sleep(0.5)
     yield base
     proc.terminate()
@@ -108,6 +110,7 @@ def llama_server():
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def test_pipeline_through_an_openai_compatible_server(tmp_path: Path, llama_server: str) -> None:

@@ -65,7 +65,8 @@ class EmbeddedLLMServing(LLMServing):
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 8192,
                  n_threads: int | None = None, temperature: float = 0.3,
-                 max_tokens: int | None = 512, seed: int = 0, verbose: bool = False) -> None:
+                 max_tokens: int | None = 512, seed: int = 0, repeat_penalty: float = 1.15,
+                 verbose: bool = False) -> None:
         super().__init__(model_name="SmolLM2-135M-Instruct" if model_path is None
                          else Path(model_path).stem, max_workers=1,
                          temperature=temperature, max_tokens=max_tokens, seed=seed)
@@ -79,6 +80,8 @@ class EmbeddedLLMServing(LLMServing):
         self.model_path = Path(model_path) if model_path else find_model_file()
         self.context_window = n_ctx
         self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)))
+        # A small model loops without it, and a looping reply never ends on its own.
+        self.repeat_penalty = repeat_penalty
         self.verbose = verbose
         self._llama: Any = None
         self._lock = threading.Lock()  # one llama.cpp context: one call at a time
@@ -95,7 +98,7 @@ class EmbeddedLLMServing(LLMServing):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "model_path": self.model_path.name,
-                "n_ctx": self.context_window}
+                "n_ctx": self.context_window, "repeat_penalty": self.repeat_penalty}
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -123,7 +126,7 @@ class EmbeddedLLMServing(LLMServing):
         with self._lock:
             out = self.llama.create_chat_completion(
                 messages=request.messages, max_tokens=max_tokens, temperature=temperature,
-                seed=seed, **kwargs,
+                seed=seed, repeat_penalty=self.repeat_penalty, **kwargs,
             )
         choice = out["choices"][0]
         usage = out.get("usage") or {}
@@ -131,12 +134,13 @@ class EmbeddedLLMServing(LLMServing):
         return Completion(text=text, finish_reason=choice.get("finish_reason"),
                           prompt_tokens=usage.get("prompt_tokens", 0),
                           completion_tokens=usage.get("completion_tokens", 0),
-                          error=None if text else "EmptyReply: the model returned no text")
+                          error=None if text else "empty_reply: the model returned no text")
 
     def close(self) -> None:
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+        super().close()
 
 
 @hookimpl

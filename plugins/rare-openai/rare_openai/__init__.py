@@ -29,6 +29,25 @@ def is_local(api_url: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+#: the longest ``maxLength`` sent in "json_object" mode: llama.cpp's server turns the schema
+#: into a grammar, and a string of {10,1200} characters makes its grammar parser fail and the
+#: server die (SIGSEGV, llama-cpp-python 0.3.x); 1000 passes, so 800 leaves a margin
+JSON_OBJECT_MAX_LENGTH = 800
+
+
+def cap_string_lengths(schema: Any, limit: int) -> Any:
+    """``schema`` with every ``maxLength`` (and ``minLength``) cut to ``limit``."""
+    if isinstance(schema, list):
+        return [cap_string_lengths(item, limit) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: cap_string_lengths(value, limit) for key, value in schema.items()}
+    for key in ("maxLength", "minLength"):
+        if isinstance(out.get(key), int) and out[key] > limit:
+            out[key] = limit
+    return out
+
+
 #: statuses worth another try: request timeout, lock timeout, rate limit, server errors
 RETRY_STATUSES = frozenset({408, 409, 429})
 
@@ -155,7 +174,8 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         if self.structured_output == "json_schema":
             return {"type": "json_schema",
                     "json_schema": {"name": "reply", "schema": schema, "strict": False}}
-        return {"type": "json_object", "schema": schema}
+        return {"type": "json_object",
+                "schema": cap_string_lengths(schema, JSON_OBJECT_MAX_LENGTH)}
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model_name, "messages": request.messages}

@@ -44,6 +44,9 @@ def seeded_int(*parts: Any) -> int:
 
 Parse = Callable[[Completion], Any]
 
+#: failed completions that a stage asks again for (the serving retried the others)
+RETRYABLE_ERRORS = ("empty_reply", "empty_choices")
+
 
 def open_journal(storage: Any) -> Journal | None:
     """The journal of the step ``storage`` writes, beside its output file (None without one)."""
@@ -81,7 +84,10 @@ def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatR
             attempts[i] = attempt + 1
             if not completion.ok:
                 failures[i] = (completion.error or "call failed", completion.text)
-                still.append(i)
+                # The serving already retried what a retry can mend (timeouts, 429, 5xx);
+                # only an empty reply is worth asking again with another seed.
+                if (completion.error or "").startswith(RETRYABLE_ERRORS):
+                    still.append(i)
                 continue
             try:
                 values[i] = parse(completion)

@@ -18,6 +18,8 @@ def parse_reasoning(completion: Completion) -> tuple[str, str | None]:
     text = (completion.text or "").strip()
     if not text:
         raise ValueError("empty reply")
+    if completion.finish_reason == "length":
+        raise ValueError("truncated: the reply hit max_tokens (finish_reason=length)")
     return text, completion.finish_reason
 
 
@@ -110,8 +112,9 @@ class ReasonDistill(Operator):
         finally:
             if journal is not None:
                 journal.close()
-        for i, (reason, _raw) in failures.items():
-            errors[i] = reason
+        raws: list[str | None] = [None] * n
+        for i, (reason, raw) in failures.items():
+            errors[i], raws[i] = reason, raw
         df[output_key] = [values[i][0] if i in values else None for i in range(n)]
         df["reasoning_finish_reason"] = [values[i][1] if i in values else None for i in range(n)]
         df["reasoning_positive_index"] = positions
@@ -120,6 +123,7 @@ class ReasonDistill(Operator):
         ]
         df["reasoning_truncated"] = truncated
         df["reasoning_error"] = errors
+        df["reasoning_raw"] = raws
         storage.write(df)
         self.stats = timer.finish(n, n, sum(e is not None for e in errors),
                                   truncated=sum(truncated))

@@ -17,7 +17,12 @@ REPLY_TOKENS = 600
 
 def parse_query(completion: Completion) -> tuple[str, str]:
     """(question, scenario) from a reply, or ValueError naming what is wrong."""
-    obj = parse_json_object(completion.text or "")
+    try:
+        obj = parse_json_object(completion.text or "")
+    except ValueError as exc:
+        if completion.finish_reason == "length":
+            raise ValueError(f"truncated (finish_reason=length): {exc}") from None
+        raise
     fields = {str(k).strip().lower(): v for k, v in obj.items()}
     out = []
     for key in ("question", "scenario"):

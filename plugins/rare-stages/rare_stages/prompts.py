@@ -20,7 +20,7 @@ DOC2QUERY_SCHEMA = {
     "type": "object",
     "properties": {
         "question": {"type": "string", "minLength": 10, "maxLength": 600},
-        "scenario": {"type": "string", "minLength": 10, "maxLength": 1200},
+        "scenario": {"type": "string", "minLength": 10, "maxLength": 800},
     },
     "required": ["question", "scenario"],
 }

@@ -1,0 +1,189 @@
+"""The retriever "tantivy": rare's Retriever protocol over the Rust index in ``_native``.
+
+Python only checks arguments and shapes results; indexing, search and mining run in Rust
+with the GIL released, one batch per call, spread over a thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rare.errors import RetrieverError
+from rare.retriever import Hits, MineResult, Retriever, check_mine_args, default_threads
+from rare.text import NearDuplicateRule
+from rare_bm25_rs import _native
+
+__all__ = ["TantivyError", "TantivyRetriever"]
+
+
+class TantivyError(RetrieverError, _native.Bm25Error):
+    """Every failure of this backend: a :class:`rare.RetrieverError` and a ``ValueError``.
+
+    ``kind`` says what went wrong: ``bad_path``, ``incompatible_index``,
+    ``invalid_argument``, ``index`` (tantivy failed, e.g. a folder locked by another
+    writer) or ``internal`` (a bug caught before it could crash Python).
+    """
+
+    kind: str = "invalid_argument"
+
+    def __init__(self, message: str, kind: str = "invalid_argument") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Re-raise the native ``Bm25Error`` as :class:`TantivyError` (same message and kind)."""
+    try:
+        yield
+    except TantivyError:
+        raise
+    except _native.Bm25Error as exc:
+        raise TantivyError(str(exc), getattr(exc, "kind", "index")) from None
+
+
+def _strings(values: Sequence[str], what: str) -> list[str]:
+    # list("abc") would silently index three one-letter documents.
+    if isinstance(values, (str, bytes)):
+        raise TantivyError(
+            f"{what} must be a sequence of str, not a single {type(values).__name__}")
+    return values if isinstance(values, list) else list(values)
+
+
+class TantivyRetriever(Retriever):
+    """BM25 over a tantivy index, in RAM or in a folder (``path``), mined in Rust.
+
+    Scores are Lucene's BM25 (k1=1.2, b=0.75 by default): tantivy's own scorer serves the
+    defaults (its scores divided by ``k1 + 1`` to Lucene's scale), our Rust scorer any other
+    ``k1``/``b``. ``scorer`` forces one: ``"tantivy"`` or ``"lucene"``.
+
+    ``analyzer``: ``"lucene"`` (default for a new index) tokenizes and stems as Lucene's
+    EnglishAnalyzer does; ``"rare"`` is exactly :class:`rare.EnglishAnalyzer`, token for
+    token, as rare's Python backends analyze. A saved index keeps the analyzer it was built
+    with (None: take it from the folder).
+
+    ``path`` opens the index a folder already holds (built by this class), else creates
+    one there; documents are searchable after :meth:`commit`, and any read commits pending
+    documents first. :meth:`close` (or leaving a ``with`` block) releases the folder lock.
+    """
+
+    name = "tantivy"
+
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75,
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),  # noqa: B008
+                 path: str | os.PathLike[str] | None = None, scorer: str = "auto",
+                 writer_heap_bytes: int = 256_000_000, writer_threads: int | None = None,
+                 analyzer: str | None = None, **options: Any) -> None:
+        if options:
+            raise TantivyError(
+                f"unknown option(s) for the tantivy retriever: {', '.join(sorted(options))}"
+            )
+        try:
+            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate, path=path,
+                             scorer=scorer)
+        except RetrieverError as exc:
+            raise TantivyError(str(exc)) from None
+        self.path = None if path is None else os.fspath(path)
+        with _translated():
+            self._index = _native.Bm25Index(
+                self.path, k1=self.k1, b=self.b, scorer=scorer,
+                writer_heap_bytes=writer_heap_bytes,
+                writer_threads=min(_threads(writer_threads), 8), analyzer=analyzer,
+            )
+
+    def __repr__(self) -> str:
+        where = repr(self.path) if self.path else "RAM"
+        return (f"TantivyRetriever(k1={self.k1}, b={self.b}, analyzer={self.analyzer!r}, "
+                f"index={where})")
+
+    @property
+    def analyzer(self) -> str:
+        """The index's analyzer: "lucene" or "rare"."""
+        return str(self._index.analyzer)
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """True when tantivy's own scorer runs (k1=1.2, b=0.75 and scorer "auto")."""
+        return bool(self._index.uses_fast_path)
+
+    # -- the Retriever protocol ------------------------------------------------------------
+    def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        ids, texts = _strings(ids, "ids"), _strings(texts, "texts")
+        if len(ids) != len(texts):
+            raise TantivyError(f"index() got {len(ids)} ids but {len(texts)} texts")
+        with _translated():
+            self._index.add(ids, texts)
+
+    def commit(self) -> None:
+        with _translated():
+            self._index.commit()
+
+    def close(self) -> None:
+        """Commit, let merges finish and release the writer's lock on the folder."""
+        with _translated():
+            self._index.close()
+
+    def __enter__(self) -> TantivyRetriever:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def search_batch(self, queries: Sequence[str], k: int,
+                     threads: int | None = None) -> list[Hits]:
+        queries = _strings(queries, "queries")
+        if k < 1:
+            raise TantivyError(f"k must be >= 1, got {k}")
+        with _translated():
+            return self._index.search_batch(queries, k, _threads(threads))
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        with _translated():
+            return self._index.get_texts(_strings(ids, "ids"))
+
+    def __len__(self) -> int:
+        with _translated():
+            return len(self._index)
+
+    def mine(self, queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
+             start_rank: int = 0, threads: int | None = None, depth: int | None = None,
+             positive_texts: Sequence[str | None] | None = None) -> MineResult:
+        """Hard negatives for every query, as :meth:`rare.Retriever.mine`, all in Rust.
+
+        The whole batch runs without the GIL: search to ``depth``, drop the positive (by id
+        and by the near-duplicate rule), skip ``start_rank``, keep ``num_neg``.
+        """
+        queries = _strings(queries, "queries")
+        positive_ids = _strings(positive_ids, "positive_ids")
+        try:
+            check_mine_args(queries, positive_ids, num_neg, start_rank)
+        except RetrieverError as exc:
+            raise TantivyError(str(exc)) from None
+        texts = None
+        if positive_texts is not None:
+            if isinstance(positive_texts, (str, bytes)):
+                raise TantivyError("positive_texts must be a sequence of str or None")
+            texts = list(positive_texts)
+            if len(texts) != len(queries):
+                raise TantivyError(
+                    f"mine() got {len(queries)} queries but {len(texts)} positive texts"
+                )
+        rule = self.near_duplicate
+        rule_args = None if rule is None else (rule.ngram, rule.min_shared, rule.min_fraction)
+        with _translated():
+            negatives, scores = self._index.mine(
+                queries, positive_ids, num_neg, start_rank=start_rank,
+                threads=_threads(threads), depth=depth, positive_texts=texts,
+                near_duplicate=rule_args,
+            )
+        return MineResult(negatives, scores, num_neg)
+
+
+def _threads(threads: int | None) -> int:
+    try:
+        return default_threads(threads)
+    except RetrieverError as exc:
+        raise TantivyError(str(exc)) from None

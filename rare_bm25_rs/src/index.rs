@@ -1,0 +1,810 @@
+//! The BM25 index: build, open, search and mine, with no Python in sight.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+use tantivy::collector::TopDocs;
+use tantivy::index::SegmentId;
+use tantivy::query::BooleanQuery;
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED, STRING,
+};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
+
+use crate::analysis::{Analyzer, EnglishTokenizer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::neardup::NearDupRule;
+use crate::scoring::{self, Hit};
+
+/// tantivy's built-in BM25 constants; only these may use its block-WAND fast path.
+pub const TANTIVY_K1: f32 = 1.2;
+pub const TANTIVY_B: f32 = 0.75;
+
+/// Written next to tantivy's files; bump `FORMAT_VERSION` whenever the schema or the
+/// analyzer changes, so an old index is refused instead of silently mis-scored.
+pub const MARKER_FILE: &str = "rare_bm25_rs.json";
+pub const FORMAT_NAME: &str = "rare-bm25-rs";
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Queries with more analyzed terms than this skip block-WAND (see `Pruning::Auto`).
+pub const WAND_MAX_TERMS: usize = 5;
+
+const ID: &str = "id";
+const TEXT: &str = "text";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scorer {
+    /// tantivy's own scorer for k1=1.2, b=0.75, ours otherwise.
+    Auto,
+    /// Always tantivy's (block-WAND); only valid with k1=1.2, b=0.75.
+    Tantivy,
+    /// Always our Lucene scorer (exhaustive, any k1/b).
+    Lucene,
+}
+
+/// How tantivy's scorer finds the top k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pruning {
+    /// Block-WAND for short queries, exhaustive scoring for long ones (measured faster).
+    Auto,
+    /// Always block-WAND (tantivy's `TopDocs`).
+    BlockWand,
+    /// Always score every matching document.
+    Exhaustive,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub k1: f32,
+    pub b: f32,
+    pub scorer: Scorer,
+    /// Indexing memory for all writer threads together.
+    pub writer_heap_bytes: usize,
+    pub writer_threads: usize,
+    pub pruning: Pruning,
+    /// None: the analyzer a folder's index was built with, else [`Analyzer::Lucene`].
+    pub analyzer: Option<Analyzer>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            k1: TANTIVY_K1,
+            b: TANTIVY_B,
+            scorer: Scorer::Auto,
+            writer_heap_bytes: 256_000_000,
+            writer_threads: 2,
+            pruning: Pruning::Auto,
+            analyzer: None,
+        }
+    }
+}
+
+fn schema(analyzer: Analyzer) -> Schema {
+    let mut builder = Schema::builder();
+    builder.add_text_field(ID, STRING | STORED | FAST);
+    let indexing = TextFieldIndexing::default()
+        .set_tokenizer(analyzer.tokenizer_name())
+        .set_index_option(IndexRecordOption::WithFreqs);
+    builder.add_text_field(
+        TEXT,
+        TextOptions::default()
+            .set_indexing_options(indexing)
+            .set_stored(),
+    );
+    builder.build()
+}
+
+fn marker_json(analyzer: Analyzer) -> String {
+    format!(
+        "{{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"analyzer\": \"{}\"}}\n",
+        analyzer.tokenizer_name()
+    )
+}
+
+/// Id strings of one segment, by doc id: read once per segment from the `id` fast field.
+type SegmentIds = Arc<Vec<Box<str>>>;
+
+/// One consistent view of the index: a searcher and the ids of its segments.
+struct Snapshot {
+    searcher: Searcher,
+    ids: Vec<SegmentIds>,
+}
+
+impl Snapshot {
+    fn id(&self, addr: DocAddress) -> &str {
+        self.ids
+            .get(addr.segment_ord as usize)
+            .and_then(|seg| seg.get(addr.doc_id as usize))
+            .map_or("", |s| s)
+    }
+}
+
+pub struct Bm25Index {
+    index: Index,
+    path: Option<PathBuf>,
+    id_field: Field,
+    text_field: Field,
+    options: Options,
+    analyzer: Analyzer,
+    fast_path: bool,
+    writer: Mutex<Option<IndexWriter>>,
+    pending: AtomicBool,
+    reader: IndexReader,
+    snapshot: RwLock<Arc<Snapshot>>,
+    id_cache: Mutex<HashMap<SegmentId, SegmentIds>>,
+    /// Every id indexed so far, committed or not: a duplicate id is refused.
+    known_ids: Mutex<HashSet<Box<str>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bad_path(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::BadPath,
+        format!("cannot use {} as an index folder: {why}", path.display()),
+    )
+}
+
+/// Open the index in `path`, built by us with `wanted` (or any analyzer when None).
+fn open_index(path: &Path, wanted: Option<Analyzer>) -> Result<(Index, Analyzer)> {
+    let incompatible = |why: String| {
+        Error::new(
+            ErrorKind::Incompatible,
+            format!(
+                "{} holds an index that rare_bm25_rs (format {FORMAT_VERSION}) cannot use: {why}; \
+                 rebuild it into an empty folder",
+                path.display()
+            ),
+        )
+    };
+    let marker = path.join(MARKER_FILE);
+    let text = fs::read_to_string(&marker).map_err(|_| {
+        incompatible(format!(
+            "{MARKER_FILE} is missing (not built by rare_bm25_rs)"
+        ))
+    })?;
+    let meta: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| incompatible(format!("{MARKER_FILE} is not valid JSON ({e})")))?;
+    let stored = meta["analyzer"]
+        .as_str()
+        .and_then(Analyzer::from_tokenizer_name);
+    let analyzer = match stored {
+        Some(a) if meta["format"] == FORMAT_NAME && meta["version"] == FORMAT_VERSION => a,
+        _ => {
+            return Err(incompatible(format!(
+                "{MARKER_FILE} says {}, expected format {FORMAT_NAME} version {FORMAT_VERSION} \
+                 with a known analyzer",
+                text.trim()
+            )))
+        }
+    };
+    if let Some(wanted) = wanted.filter(|w| *w != analyzer) {
+        return Err(incompatible(format!(
+            "it was built with analyzer '{}', not '{}' (leave the analyzer unset to use it as \
+             built)",
+            analyzer.name(),
+            wanted.name()
+        )));
+    }
+    let index = Index::open_in_dir(path).map_err(|e| match Error::from(e) {
+        err if err.kind == ErrorKind::Incompatible => incompatible(err.message),
+        err => bad_path(path, err.message),
+    })?;
+    if index.schema() != schema(analyzer) {
+        return Err(incompatible("its schema differs from ours".into()));
+    }
+    Ok((index, analyzer))
+}
+
+fn create_index(path: &Path, analyzer: Analyzer) -> Result<Index> {
+    fs::create_dir_all(path).map_err(|e| bad_path(path, e))?;
+    let mut entries = fs::read_dir(path).map_err(|e| bad_path(path, e))?;
+    if let Some(entry) = entries.next() {
+        let name = entry.map_err(|e| bad_path(path, e))?.file_name();
+        if name != MARKER_FILE {
+            return Err(bad_path(
+                path,
+                format!(
+                    "the folder is not empty ({}) and holds no index",
+                    name.to_string_lossy()
+                ),
+            ));
+        }
+    }
+    // The marker goes first: a folder with tantivy files but no marker is never ours.
+    fs::write(path.join(MARKER_FILE), marker_json(analyzer)).map_err(|e| bad_path(path, e))?;
+    Index::create_in_dir(path, schema(analyzer)).map_err(|e| bad_path(path, Error::from(e)))
+}
+
+fn thread_pool(threads: usize) -> Result<Arc<ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let mut pools = lock(POOLS.get_or_init(Default::default));
+    if let Some(pool) = pools.get(&threads) {
+        return Ok(pool.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rare-bm25-{i}"))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.insert(threads, pool.clone());
+    Ok(pool)
+}
+
+/// All cores this process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What one query of a mining batch got.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mined {
+    pub ids: Vec<String>,
+    pub scores: Vec<f32>,
+}
+
+pub struct MineRequest<'a> {
+    pub queries: &'a [String],
+    pub positive_ids: &'a [String],
+    pub num_neg: usize,
+    pub start_rank: usize,
+    pub depth: usize,
+    pub positive_texts: Option<&'a [Option<String>]>,
+    pub rule: Option<NearDupRule>,
+}
+
+impl Bm25Index {
+    /// Open the index in `path` if it holds one, else create one there (or in RAM).
+    pub fn open(path: Option<&Path>, options: Options) -> Result<Self> {
+        if !(options.k1 >= 0.0 && options.k1.is_finite() && (0.0..=1.0).contains(&options.b)) {
+            return Err(Error::invalid(format!(
+                "BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={}, b={}",
+                options.k1, options.b
+            )));
+        }
+        let defaults = options.k1 == TANTIVY_K1 && options.b == TANTIVY_B;
+        let fast_path = match options.scorer {
+            Scorer::Auto => defaults,
+            Scorer::Lucene => false,
+            Scorer::Tantivy if defaults => true,
+            Scorer::Tantivy => {
+                return Err(Error::invalid(format!(
+                    "scorer 'tantivy' only supports k1={TANTIVY_K1}, b={TANTIVY_B}; \
+                     got k1={}, b={} (use 'auto' or 'lucene')",
+                    options.k1, options.b
+                )))
+            }
+        };
+        if options.writer_threads == 0 {
+            return Err(Error::invalid("writer_threads must be >= 1"));
+        }
+        let fresh = options.analyzer.unwrap_or(Analyzer::Lucene);
+        let (index, analyzer) = match path {
+            None => (Index::create_in_ram(schema(fresh)), fresh),
+            Some(p) if p.exists() && !p.is_dir() => {
+                return Err(bad_path(p, "it exists and is not a folder"))
+            }
+            Some(p) if p.join("meta.json").exists() => open_index(p, options.analyzer)?,
+            Some(p) => (create_index(p, fresh)?, fresh),
+        };
+        index.tokenizers().register(
+            analyzer.tokenizer_name(),
+            TextAnalyzer::from(EnglishTokenizer::new(analyzer)),
+        );
+        let schema = index.schema();
+        let id_field = schema.get_field(ID)?;
+        let text_field = schema.get_field(TEXT)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let searcher = reader.searcher();
+        let this = Bm25Index {
+            index,
+            path: path.map(Path::to_path_buf),
+            id_field,
+            text_field,
+            options,
+            analyzer,
+            fast_path,
+            writer: Mutex::new(None),
+            pending: AtomicBool::new(false),
+            reader,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                searcher,
+                ids: Vec::new(),
+            })),
+            id_cache: Mutex::new(HashMap::new()),
+            known_ids: Mutex::new(HashSet::new()),
+        };
+        this.refresh()?;
+        {
+            let snap = this.snapshot()?;
+            let mut known = lock(&this.known_ids);
+            for seg in &snap.ids {
+                known.extend(seg.iter().cloned());
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn analyzer(&self) -> Analyzer {
+        self.analyzer
+    }
+
+    pub fn uses_fast_path(&self) -> bool {
+        self.fast_path
+    }
+
+    /// Add documents (not searchable before [`Bm25Index::commit`]).
+    pub fn add(&self, ids: &[String], texts: &[String]) -> Result<()> {
+        if ids.len() != texts.len() {
+            return Err(Error::invalid(format!(
+                "index() got {} ids but {} texts",
+                ids.len(),
+                texts.len()
+            )));
+        }
+        let mut guard = lock(&self.writer);
+        let mut known = lock(&self.known_ids);
+        let mut batch: HashSet<&str> = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if known.contains(id.as_str()) || !batch.insert(id.as_str()) {
+                return Err(Error::invalid(format!(
+                    "duplicate document id '{id}': ids must be unique across the index"
+                )));
+            }
+        }
+        if guard.is_none() {
+            let threads = self.options.writer_threads.clamp(1, 8);
+            let heap = self.options.writer_heap_bytes.max(threads * 15_000_000);
+            *guard = Some(self.index.writer_with_num_threads(threads, heap)?);
+        }
+        let Some(writer) = guard.as_ref() else {
+            return Err(Error::new(ErrorKind::Internal, "index writer missing"));
+        };
+        for (id, text) in ids.iter().zip(texts) {
+            let mut doc = TantivyDocument::default();
+            doc.add_text(self.id_field, id);
+            doc.add_text(self.text_field, text);
+            writer.add_document(doc)?;
+            known.insert(id.as_str().into());
+            self.pending.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Make everything added so far searchable (and durable, for an on-disk index).
+    pub fn commit(&self) -> Result<()> {
+        {
+            let mut guard = lock(&self.writer);
+            if let Some(writer) = guard.as_mut() {
+                if self.pending.swap(false, Ordering::AcqRel) {
+                    writer.commit()?;
+                }
+            }
+        }
+        self.refresh()
+    }
+
+    /// Commit what is pending, then release the writer (and its folder lock) once its
+    /// merges are done. Later `add` calls open a new writer.
+    pub fn close(&self) -> Result<()> {
+        self.commit()?;
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            writer.wait_merging_threads()?;
+        }
+        self.refresh()
+    }
+
+    /// Commit first if documents are waiting, so reads always see every added document.
+    fn ensure_committed(&self) -> Result<()> {
+        if self.pending.load(Ordering::Acquire) {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn refresh(&self) -> Result<()> {
+        self.reader.reload()?;
+        let searcher = self.reader.searcher();
+        let mut cache = lock(&self.id_cache);
+        let mut ids = Vec::with_capacity(searcher.segment_readers().len());
+        for seg in searcher.segment_readers() {
+            let seg_id = seg.segment_id();
+            let seg_ids = match cache.get(&seg_id) {
+                Some(found) => found.clone(),
+                None => {
+                    let loaded = Arc::new(read_segment_ids(seg)?);
+                    cache.insert(seg_id, loaded.clone());
+                    loaded
+                }
+            };
+            ids.push(seg_ids);
+        }
+        let live: std::collections::HashSet<SegmentId> = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.segment_id())
+            .collect();
+        cache.retain(|k, _| live.contains(k));
+        let snapshot = Arc::new(Snapshot { searcher, ids });
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        self.ensure_committed()?;
+        Ok(self
+            .snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone())
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.snapshot()?.searcher.num_docs())
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    fn search_one(&self, snap: &Snapshot, query: &str, k: usize) -> Result<Vec<Hit>> {
+        let terms = self.analyzer.analyze(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = k.min(snap.searcher.num_docs().max(1) as usize);
+        if !self.fast_path {
+            return scoring::search(
+                &snap.searcher,
+                self.text_field,
+                &terms,
+                k,
+                self.options.k1,
+                self.options.b,
+            );
+        }
+        let terms: Vec<Term> = terms
+            .iter()
+            .map(|t| Term::from_field_text(self.text_field, t))
+            .collect();
+        let wand = match self.options.pruning {
+            Pruning::BlockWand => true,
+            Pruning::Exhaustive => false,
+            Pruning::Auto => terms.len() <= WAND_MAX_TERMS,
+        };
+        let query = BooleanQuery::new_multiterms_query(terms);
+        let mut hits = if wand {
+            snap.searcher
+                .search(&query, &TopDocs::with_limit(k).order_by_score())?
+                .into_iter()
+                .map(|(score, addr)| Hit { score, addr })
+                .collect()
+        } else {
+            snap.searcher
+                .search(&query, &scoring::ExhaustiveTopK { k })?
+        };
+        // tantivy multiplies every score by (k1 + 1); Lucene >= 8 does not.
+        for hit in &mut hits {
+            hit.score /= 1.0 + TANTIVY_K1;
+        }
+        Ok(hits)
+    }
+
+    /// Top `k` `(id, score)` for every query, computed on `threads` threads.
+    pub fn search_batch(
+        &self,
+        queries: &[String],
+        k: usize,
+        threads: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        if k == 0 {
+            return Err(Error::invalid("k must be >= 1, got 0"));
+        }
+        let snap = self.snapshot()?;
+        let pool = thread_pool(threads.max(1))?;
+        pool.install(|| {
+            queries
+                .par_iter()
+                .map(|q| {
+                    let hits = self.search_one(&snap, q, k)?;
+                    Ok(hits
+                        .iter()
+                        .map(|h| (snap.id(h.addr).to_string(), h.score))
+                        .collect())
+                })
+                .collect()
+        })
+    }
+
+    fn address_of(&self, snap: &Snapshot, id: &str) -> Result<Option<DocAddress>> {
+        let term = Term::from_field_text(self.id_field, id);
+        for (ord, seg) in snap.searcher.segment_readers().iter().enumerate() {
+            let inverted = seg.inverted_index(self.id_field)?;
+            if let Some(mut postings) = inverted.read_postings(&term, IndexRecordOption::Basic)? {
+                use tantivy::DocSet;
+                let mut doc = postings.doc();
+                while doc != tantivy::TERMINATED {
+                    if !seg.is_deleted(doc) {
+                        return Ok(Some(DocAddress::new(ord as u32, doc)));
+                    }
+                    doc = postings.advance();
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn text_at(&self, snap: &Snapshot, addr: DocAddress) -> Result<String> {
+        let doc: TantivyDocument = snap.searcher.doc(addr)?;
+        Ok(doc
+            .get_first(self.text_field)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    fn text_of(&self, snap: &Snapshot, id: &str) -> Result<Option<String>> {
+        match self.address_of(snap, id)? {
+            Some(addr) => Ok(Some(self.text_at(snap, addr)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored text of each id (None for an unknown id).
+    pub fn get_texts(&self, ids: &[String], threads: usize) -> Result<Vec<Option<String>>> {
+        let snap = self.snapshot()?;
+        let pool = thread_pool(threads.max(1))?;
+        pool.install(|| ids.par_iter().map(|id| self.text_of(&snap, id)).collect())
+    }
+
+    /// Hard negatives for every query, with the semantics of `rare.Retriever.mine`.
+    pub fn mine(&self, req: &MineRequest<'_>, threads: usize) -> Result<Vec<Mined>> {
+        let n = req.queries.len();
+        if req.positive_ids.len() != n {
+            return Err(Error::invalid(format!(
+                "mine() got {n} queries but {} positive ids",
+                req.positive_ids.len()
+            )));
+        }
+        if let Some(texts) = req.positive_texts {
+            if texts.len() != n {
+                return Err(Error::invalid(format!(
+                    "mine() got {n} queries but {} positive texts",
+                    texts.len()
+                )));
+            }
+        }
+        if req.num_neg == 0 {
+            return Err(Error::invalid("num_neg must be >= 1, got 0"));
+        }
+        if req.depth == 0 {
+            return Err(Error::invalid("depth must be >= 1, got 0"));
+        }
+        if let Some(rule) = &req.rule {
+            rule.validate().map_err(Error::invalid)?;
+        }
+        let snap = self.snapshot()?;
+        let pool = thread_pool(threads.max(1))?;
+        pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|qi| self.mine_one(&snap, req, qi))
+                .collect()
+        })
+    }
+
+    fn mine_one(&self, snap: &Snapshot, req: &MineRequest<'_>, qi: usize) -> Result<Mined> {
+        let positive = req.positive_ids[qi].as_str();
+        let wanted = req.start_rank + req.num_neg;
+        let hits = self.search_one(snap, &req.queries[qi], req.depth)?;
+        let candidates = hits.into_iter().filter(|h| snap.id(h.addr) != positive);
+        let pos_text = match (&req.rule, req.positive_texts) {
+            (None, _) => None,
+            (Some(_), Some(texts)) => texts[qi].clone(),
+            (Some(_), None) => self.text_of(snap, positive)?,
+        };
+        let mut kept: Vec<Hit> = Vec::with_capacity(wanted);
+        match (&req.rule, pos_text) {
+            (Some(rule), Some(text)) if !text.is_empty() => {
+                let pos_shingles = rule.shingles(&text);
+                for hit in candidates {
+                    let candidate = self.text_at(snap, hit.addr)?;
+                    if !rule.same(&pos_shingles, &rule.shingles(&candidate)) {
+                        kept.push(hit);
+                        if kept.len() == wanted {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => kept.extend(candidates.take(wanted)),
+        }
+        let chosen = kept.get(req.start_rank..).unwrap_or(&[]);
+        Ok(Mined {
+            ids: chosen.iter().map(|h| snap.id(h.addr).to_string()).collect(),
+            scores: chosen.iter().map(|h| h.score).collect(),
+        })
+    }
+}
+
+/// The id of every document of a segment, by doc id, from the `id` fast field.
+fn read_segment_ids(seg: &tantivy::SegmentReader) -> Result<Vec<Box<str>>> {
+    let max_doc = seg.max_doc() as usize;
+    let Some(column) = seg.fast_fields().str(ID)? else {
+        return Ok(vec![Box::from(""); max_doc]);
+    };
+    // Stream the sorted dictionary once instead of one lookup per document.
+    let mut by_ord: Vec<Box<str>> = Vec::with_capacity(column.num_terms());
+    let mut stream = column.dictionary().stream()?;
+    while stream.advance() {
+        by_ord.push(String::from_utf8_lossy(stream.key()).into());
+    }
+    let ords = column.ords();
+    Ok((0..max_doc as u32)
+        .map(|doc| {
+            ords.first(doc)
+                .and_then(|ord| by_ord.get(ord as usize))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn corpus(options: Options) -> Bm25Index {
+        let index = Bm25Index::open(None, options).unwrap();
+        let ids = strings(&["a", "b", "c", "d", "e"]);
+        let texts = strings(&[
+            "cats purr loudly and cats sleep",
+            "dogs bark at cats in the garden",
+            "fish swim in the garden pond",
+            "the garden has cats, dogs and fish and a long long long long tail of words",
+            "",
+        ]);
+        index.add(&ids, &texts).unwrap();
+        index.commit().unwrap();
+        index
+    }
+
+    #[test]
+    fn lucene_scorer_agrees_with_tantivy_at_defaults() {
+        let fast = corpus(Options::default());
+        let slow = corpus(Options {
+            scorer: Scorer::Lucene,
+            ..Options::default()
+        });
+        assert!(fast.uses_fast_path() && !slow.uses_fast_path());
+        let queries = strings(&["cats garden", "fish fish pond", "the", "dogs"]);
+        let a = fast.search_batch(&queries, 10, 2).unwrap();
+        let b = slow.search_batch(&queries, 10, 1).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.len(), y.len());
+            for ((id_x, s_x), (id_y, s_y)) in x.iter().zip(y) {
+                assert_eq!(id_x, id_y);
+                assert!(
+                    (s_x - s_y).abs() <= 1e-5 * s_x.abs().max(1.0),
+                    "{s_x} vs {s_y}"
+                );
+            }
+        }
+        assert!(a[2].is_empty(), "a stop-word-only query matches nothing");
+    }
+
+    #[test]
+    fn mining_skips_positive_and_reports_what_it_found() {
+        let index = corpus(Options::default());
+        let req = MineRequest {
+            queries: &strings(&["cats"]),
+            positive_ids: &strings(&["a"]),
+            num_neg: 3,
+            start_rank: 0,
+            depth: 50,
+            positive_texts: None,
+            rule: Some(NearDupRule::default()),
+        };
+        let mined = index.mine(&req, 1).unwrap();
+        assert_eq!(mined[0].ids.len(), 2);
+        assert!(!mined[0].ids.contains(&"a".to_string()));
+        let skipped = index
+            .mine(
+                &MineRequest {
+                    start_rank: 1,
+                    ..req
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(skipped[0].ids, mined[0].ids[1..].to_vec());
+    }
+
+    #[test]
+    fn errors_have_kinds() {
+        let index = corpus(Options::default());
+        let err = index.search_batch(&strings(&["x"]), 0, 1).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        let err = index.add(&strings(&["z"]), &[]).unwrap_err();
+        assert!(err.message.contains("1 ids but 0 texts"));
+        let err = index
+            .add(&strings(&["a"]), &strings(&["again"]))
+            .unwrap_err();
+        assert!(err.message.contains("duplicate document id 'a'"));
+        let err = Bm25Index::open(
+            None,
+            Options {
+                k1: 0.9,
+                scorer: Scorer::Tantivy,
+                ..Options::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn reopen_from_folder() {
+        let dir = std::env::temp_dir().join(format!("rare_bm25_rs_test_{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let index = Bm25Index::open(Some(&dir), Options::default()).unwrap();
+            index
+                .add(
+                    &strings(&["x", "y"]),
+                    &strings(&["red apples", "green pears"]),
+                )
+                .unwrap();
+            index.close().unwrap();
+        }
+        let again = Bm25Index::open(Some(&dir), Options::default()).unwrap();
+        assert_eq!(again.len().unwrap(), 2);
+        let hits = again.search_batch(&strings(&["apple"]), 5, 1).unwrap();
+        assert_eq!(hits[0][0].0, "x");
+        assert_eq!(
+            again.get_texts(&strings(&["y", "nope"]), 1).unwrap(),
+            vec![Some("green pears".to_string()), None]
+        );
+        drop(again);
+        fs::write(dir.join(MARKER_FILE), "{\"format\": \"other\"}").unwrap();
+        let err = Bm25Index::open(Some(&dir), Options::default())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Incompatible);
+        let file = dir.join("meta.json");
+        let err = Bm25Index::open(Some(&file), Options::default())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::BadPath);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,288 @@
+//! rare_bm25_rs: a tantivy BM25 index and a batch hard-negative miner for rare-synth.
+//!
+//! The Rust API lives in [`index`]; this file is the thin PyO3 layer (`rare_bm25_rs._native`).
+//! Every call converts its Python inputs to owned Rust data, releases the GIL for the whole
+//! batch and spreads the queries over a rayon pool; errors come back as `Bm25Error`.
+
+pub mod analysis;
+pub mod error;
+pub mod index;
+pub mod neardup;
+pub mod porter;
+pub mod scoring;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::analysis::Analyzer;
+use crate::error::{Error, ErrorKind};
+use crate::index::{Bm25Index, MineRequest, Options, Pruning, Scorer};
+use crate::neardup::NearDupRule;
+
+create_exception!(
+    rare_bm25_rs._native,
+    Bm25Error,
+    PyValueError,
+    "Raised for bad arguments, unusable index folders and index failures; `kind` says which."
+);
+
+fn to_py(err: Error) -> PyErr {
+    Python::attach(|py| {
+        let py_err = Bm25Error::new_err(err.message.clone());
+        // Best effort: the message alone is enough if the attribute cannot be set.
+        let _ = py_err.value(py).setattr("kind", err.kind_name());
+        py_err
+    })
+}
+
+/// Run `work` without the GIL; a panic becomes an `internal` error, never a Python crash.
+fn detached<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    F: FnOnce() -> error::Result<T> + Send,
+    T: Send,
+{
+    let outcome = py.detach(|| {
+        catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::new(
+                ErrorKind::Internal,
+                format!("internal error in rare_bm25_rs (please report): {what}"),
+            ))
+        })
+    });
+    outcome.map_err(to_py)
+}
+
+fn positive(name: &str, value: i64) -> PyResult<usize> {
+    if value < 1 {
+        return Err(to_py(Error::invalid(format!(
+            "{name} must be >= 1, got {value}"
+        ))));
+    }
+    usize::try_from(value).map_err(|_| to_py(Error::invalid(format!("{name} is too large"))))
+}
+
+fn threads(value: Option<i64>) -> PyResult<usize> {
+    match value {
+        None => Ok(index::default_threads()),
+        Some(n) => positive("threads", n),
+    }
+}
+
+/// A BM25 index over `(id, text)` pairs, in RAM or in a folder.
+#[pyclass(frozen, name = "Bm25Index", module = "rare_bm25_rs._native")]
+struct PyBm25Index {
+    inner: Bm25Index,
+}
+
+#[pymethods]
+impl PyBm25Index {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (path=None, k1=1.2, b=0.75, scorer="auto", writer_heap_bytes=256_000_000, writer_threads=None, analyzer=None))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        k1: f64,
+        b: f64,
+        scorer: &str,
+        writer_heap_bytes: i64,
+        writer_threads: Option<i64>,
+        analyzer: Option<&str>,
+    ) -> PyResult<Self> {
+        let analyzer = analyzer.map(parse_analyzer).transpose()?;
+        let scorer = match scorer {
+            "auto" => Scorer::Auto,
+            "tantivy" => Scorer::Tantivy,
+            "lucene" => Scorer::Lucene,
+            other => {
+                return Err(to_py(Error::invalid(format!(
+                    "scorer must be 'auto', 'tantivy' or 'lucene', got {other:?}"
+                ))))
+            }
+        };
+        let options = Options {
+            k1: k1 as f32,
+            b: b as f32,
+            scorer,
+            writer_heap_bytes: positive("writer_heap_bytes", writer_heap_bytes)?,
+            writer_threads: threads(writer_threads)?.min(8),
+            pruning: Pruning::Auto,
+            analyzer,
+        };
+        let inner = detached(py, || Bm25Index::open(path.as_deref(), options))?;
+        Ok(PyBm25Index { inner })
+    }
+
+    /// Add documents; searchable after `commit()` (reads commit pending documents first).
+    fn add(&self, py: Python<'_>, ids: Vec<String>, texts: Vec<String>) -> PyResult<()> {
+        detached(py, || self.inner.add(&ids, &texts))
+    }
+
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || self.inner.commit())
+    }
+
+    /// Commit, wait for merges and release the writer's folder lock.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || self.inner.close())
+    }
+
+    #[pyo3(signature = (queries, k, threads=None))]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        k: i64,
+        threads: Option<i64>,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
+        let k = positive("k", k)?;
+        let threads = self::threads(threads)?;
+        detached(py, || self.inner.search_batch(&queries, k, threads))
+    }
+
+    #[pyo3(signature = (ids, threads=None))]
+    fn get_texts(
+        &self,
+        py: Python<'_>,
+        ids: Vec<String>,
+        threads: Option<i64>,
+    ) -> PyResult<Vec<Option<String>>> {
+        let threads = self::threads(threads)?;
+        detached(py, || self.inner.get_texts(&ids, threads))
+    }
+
+    /// Returns `(negatives, scores)`, one list per query.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pyo3(signature = (queries, positive_ids, num_neg, start_rank=0, threads=None, depth=None, positive_texts=None, near_duplicate=None))]
+    fn mine(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        positive_ids: Vec<String>,
+        num_neg: i64,
+        start_rank: i64,
+        threads: Option<i64>,
+        depth: Option<i64>,
+        positive_texts: Option<Vec<Option<String>>>,
+        near_duplicate: Option<(i64, i64, f64)>,
+    ) -> PyResult<(Vec<Vec<String>>, Vec<Vec<f32>>)> {
+        let num_neg = positive("num_neg", num_neg)?;
+        if start_rank < 0 {
+            return Err(to_py(Error::invalid(format!(
+                "start_rank must be >= 0, got {start_rank}"
+            ))));
+        }
+        let start_rank = start_rank as usize;
+        let depth = match depth {
+            None | Some(0) => 50.max(4 * (start_rank + num_neg)),
+            Some(d) => positive("depth", d)?,
+        };
+        let rule = match near_duplicate {
+            None => None,
+            Some((ngram, min_shared, min_fraction)) => Some(NearDupRule {
+                ngram: positive("ngram", ngram)?,
+                min_shared: positive("min_shared", min_shared)?,
+                min_fraction,
+            }),
+        };
+        let threads = self::threads(threads)?;
+        let mined = detached(py, || {
+            let req = MineRequest {
+                queries: &queries,
+                positive_ids: &positive_ids,
+                num_neg,
+                start_rank,
+                depth,
+                positive_texts: positive_texts.as_deref(),
+                rule,
+            };
+            self.inner.mine(&req, threads)
+        })?;
+        Ok(mined.into_iter().map(|m| (m.ids, m.scores)).unzip())
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        detached(py, || self.inner.len().map(|n| n as usize))
+    }
+
+    #[getter]
+    fn path(&self) -> Option<PathBuf> {
+        self.inner.path().map(PathBuf::from)
+    }
+
+    /// The analyzer of the index: "lucene" or "rare".
+    #[getter]
+    fn analyzer(&self) -> &'static str {
+        self.inner.analyzer().name()
+    }
+
+    /// True when tantivy's own scorer runs (k1=1.2, b=0.75).
+    #[getter]
+    fn uses_fast_path(&self) -> bool {
+        self.inner.uses_fast_path()
+    }
+}
+
+fn parse_analyzer(name: &str) -> PyResult<Analyzer> {
+    Analyzer::from_name(name).ok_or_else(|| {
+        to_py(Error::invalid(format!(
+            "analyzer must be 'lucene' or 'rare', got {name:?}"
+        )))
+    })
+}
+
+/// Index terms of `text` under an analyzer ("lucene" by default, or "rare").
+#[pyfunction]
+#[pyo3(signature = (text, analyzer="lucene"))]
+fn analyze(text: &str, analyzer: &str) -> PyResult<Vec<String>> {
+    Ok(parse_analyzer(analyzer)?.analyze(text))
+}
+
+/// Lowercased runs of letters and digits, as `rare.text.tokenize`.
+#[pyfunction]
+fn tokenize(text: &str) -> Vec<String> {
+    analysis::tokenize(text)
+}
+
+/// The near-duplicate rule of `rare.text.NearDuplicateRule`, in Rust.
+#[pyfunction]
+#[pyo3(signature = (a, b, ngram=8, min_shared=25, min_fraction=0.5))]
+fn is_near_duplicate(
+    py: Python<'_>,
+    a: String,
+    b: String,
+    ngram: i64,
+    min_shared: i64,
+    min_fraction: f64,
+) -> PyResult<bool> {
+    let rule = NearDupRule {
+        ngram: positive("ngram", ngram)?,
+        min_shared: positive("min_shared", min_shared)?,
+        min_fraction,
+    };
+    detached(py, || {
+        rule.validate().map_err(Error::invalid)?;
+        Ok(rule.is_near_duplicate(&a, &b))
+    })
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBm25Index>()?;
+    m.add_function(wrap_pyfunction!(analyze, m)?)?;
+    m.add_function(wrap_pyfunction!(tokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(is_near_duplicate, m)?)?;
+    m.add("Bm25Error", m.py().get_type::<Bm25Error>())?;
+    m.add("FORMAT_VERSION", index::FORMAT_VERSION)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
