@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rare.operator import Operator
-from rare.plugins import get, get_registry
+from rare.plugins import namespace
 
 __all__ = ["Operator", "names"]
 
-
-def names() -> list[str]:
-    return get_registry("operators").names()
-
-
-def __getattr__(attr: str) -> Any:
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return get("operators", attr)
+names, __getattr__ = namespace("operators")

@@ -109,6 +109,8 @@ class Registry:
                     f"with RARE_DISABLE_PLUGINS."
                 )
             self.lookup[key] = entry
+        # The class name finds it too (rare.retrievers.TantivyRetriever), unless taken.
+        self.lookup.setdefault(getattr(obj, "__name__", name), entry)
         self.entries[name] = entry
 
     def get(self, name: str) -> Any:
@@ -181,3 +183,21 @@ def plugin_info() -> list[dict[str, Any]]:
         out.append({"name": name, "distribution": dist or None, "version": version or None,
                     "registered": registered})
     return sorted(out, key=lambda info: info["name"])
+
+
+def namespace(kind: str) -> tuple[Any, Any]:
+    """``names()`` and a module ``__getattr__`` that resolve attributes through a registry.
+
+    ``rare.operators``, ``rare.retrievers`` and ``rare.serving`` are such namespaces, so a
+    plugin's class is importable like a built-in one: ``from rare.operators import X``.
+    """
+
+    def names() -> list[str]:
+        return get_registry(kind).names()
+
+    def __getattr__(attr: str) -> Any:  # noqa: N807 - a module's __getattr__
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return get(kind, attr)
+
+    return names, __getattr__

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rare.plugins import get, get_registry
+from rare.plugins import get, namespace
 from rare.retriever import MineResult, Retriever
 
 __all__ = ["Retriever", "MineResult", "create", "names"]
@@ -20,11 +20,4 @@ def create(name: str, **options: Any) -> Retriever:
     return cls(**options)
 
 
-def names() -> list[str]:
-    return get_registry("retrievers").names()
-
-
-def __getattr__(attr: str) -> Any:
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return get("retrievers", attr)
+names, __getattr__ = namespace("retrievers")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rare.llm import LLMServing
-from rare.plugins import get, get_registry
+from rare.plugins import get, namespace
 
 __all__ = ["LLMServing", "create", "names"]
 
@@ -20,11 +20,4 @@ def create(name: str | None = None, **options: Any) -> LLMServing:
     return cls(**options)
 
 
-def names() -> list[str]:
-    return get_registry("servings").names()
-
-
-def __getattr__(attr: str) -> Any:
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return get("servings", attr)
+names, __getattr__ = namespace("servings")

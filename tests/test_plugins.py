@@ -10,6 +10,7 @@ import pytest
 
 import rare.operators
 import rare.retrievers
+import rare.serving
 from rare import Operator, PluginError, UnknownNameError, hookimpl
 from rare.plugins import Registry, get_registry, plugin_info, pm
 
@@ -38,6 +39,8 @@ def test_registry_is_the_namespace() -> None:
     assert APILLMServing_request.__name__ == "APILLMServing_request"
     retriever = rare.retrievers.create("gensim", k1=0.9, b=0.4)
     assert (retriever.k1, retriever.b) == (0.9, 0.4)
+    assert rare.retrievers.GensimRetriever is type(retriever)  # the class name works too
+    assert rare.serving.openai is APILLMServing_request  # and so do aliases
 
 
 def test_in_process_plugin_registers_and_unregisters() -> None:
