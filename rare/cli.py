@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
+import tomllib
 
 from rare import plugins
 from rare.errors import RareError
@@ -73,7 +73,8 @@ def cli(verbose: bool) -> None:
 @click.option("--input", "input_path", help="Input rows (.json, .jsonl, .csv, .parquet).")
 @click.option("--output", "output_path", help="Where the final rows go (format by extension).")
 @click.option("--serving", help="Registered serving name (default: embedded).")
-@click.option("--api-url", help="OpenAI-compatible chat-completions URL (implies --serving openai).")
+@click.option("--api-url",
+              help="OpenAI-compatible chat-completions URL (implies --serving openai).")
 @click.option("--model", help="Model name for the serving.")
 @click.option("-S", "--serving-option", multiple=True, help="Serving option KEY=VALUE.")
 @click.option("--retriever", help="Registered retriever name (default: tantivy, else gensim).")
@@ -235,6 +236,75 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)
+
+
+@cli.command()
+@click.option("--corpus", required=True,
+              help="JSONL or JSONL.gz documents with an id (_id/id) and text (text/contents).")
+@click.option("--queries", required=True,
+              help="Queries: 'qid<TAB>query' lines (TSV) or a TREC topics file.")
+@click.option("--qrels", help="TREC qrels, for nDCG@10, recall@k and the mining positives.")
+@click.option("--backends", default=None,
+              help="Comma-separated registered retrievers (default: every registered one).")
+@click.option("--reference", "references", default="",
+              help="Comma-separated reference rows: bm25s, tantivy-py.")
+@click.option("--k", "k", type=int, default=100, show_default=True,
+              help="Search and mining depth (top-k).")
+@click.option("--threads", default="1,2", show_default=True,
+              help="Comma-separated thread counts; each is a separate run.")
+@click.option("--k1", type=float, default=1.2, show_default=True)
+@click.option("--b", "b", type=float, default=0.75, show_default=True)
+@click.option("--num-neg", type=int, default=3, show_default=True,
+              help="Hard negatives mined per query.")
+@click.option("--max-docs", type=int, help="Use the corpus's first N documents.")
+@click.option("--max-queries", type=int, help="Use the first N queries.")
+@click.option("--id-field", help="Field of the document id (default: _id, else id).")
+@click.option("--text-field", help="Field of the text (default: text, else contents).")
+@click.option("--title-field", help="Field of a title to put before the text (default: none).")
+@click.option("--repeat", type=int, default=3, show_default=True,
+              help="Timed runs of search and of mining; the median is reported.")
+@click.option("--min-overlap", type=float, default=0.9, show_default=True,
+              help="Warn when two backends share less of their top-10 lists.")
+@click.option("--out", default="bench-results", show_default=True,
+              help="Directory of the JSON report and the PNG chart.")
+@click.option("--in-process", is_flag=True,
+              help="Measure every backend in this process (no per-backend peak memory).")
+@click.option("--timeout", type=float, default=1800, show_default=True,
+              help="Seconds one backend at one thread count may take.")
+def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
+          references: str, k: int, threads: str, k1: float, b: float, num_neg: int,
+          max_docs: int | None, max_queries: int | None, id_field: str | None,
+          text_field: str | None, title_field: str | None, repeat: int, min_overlap: float,
+          out: str, in_process: bool, timeout: float) -> None:
+    """Hard-negative mining speed of BM25 backends side by side, after checking that they
+    agree (top-10 overlap) and how good they are (nDCG@10, recall@k against the qrels)."""
+    from rare.bench import BenchConfig, DataSpec, run_bench
+
+    def _names(value: str) -> list[str]:
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    try:
+        thread_counts = [int(t) for t in _names(threads)]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 1,2, got {threads!r}",
+                                 param_hint="--threads") from None
+    try:
+        if backends is None:
+            import rare.retrievers
+
+            backend_names = rare.retrievers.names()
+        else:
+            backend_names = _names(backends)
+        config = BenchConfig(
+            data=DataSpec(corpus, queries, qrels, max_docs, max_queries, id_field, text_field,
+                          title_field),
+            backends=backend_names, threads=thread_counts, references=_names(references),
+            k=k, k1=k1, b=b, num_neg=num_neg, repeat=repeat, out=out,
+            min_overlap=min_overlap, timeout=timeout, in_process=in_process)
+        run_bench(config, echo=click.echo,
+                  progress=lambda line: click.echo(line, err=True))
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def main() -> None:

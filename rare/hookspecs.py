@@ -7,7 +7,8 @@ arguments than its spec, so specs can gain arguments without breaking plugins.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

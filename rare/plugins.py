@@ -13,8 +13,9 @@ import importlib.metadata
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rare.errors import RetrieverError
 from rare.text import NearDuplicateRule
@@ -82,7 +83,8 @@ class Retriever(ABC):
         """Make everything indexed so far searchable (a no-op where indexing is immediate)."""
 
     @abstractmethod
-    def search_batch(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Hits]:
+    def search_batch(self, queries: Sequence[str], k: int,
+                     threads: int | None = None) -> list[Hits]:
         """Top ``k`` ``(doc_id, score)`` hits for every query, best first."""
 
     @abstractmethod

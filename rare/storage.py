@@ -15,8 +15,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -241,7 +242,8 @@ class FileStorage:
     def __init__(self, first_entry_file_name: str, cache_path: str = "./cache",
                  file_name_prefix: str = "rare_cache_step", cache_type: str = "jsonl") -> None:
         if cache_type not in FORMATS:
-            raise StorageError(f"cache_type must be one of {', '.join(FORMATS)}, got {cache_type!r}")
+            raise StorageError(f"cache_type must be one of {', '.join(FORMATS)}, "
+                               f"got {cache_type!r}")
         self.first_entry_file_name = first_entry_file_name
         self.cache_path = cache_path
         self.file_name_prefix = file_name_prefix

@@ -15,9 +15,9 @@ smaller set. The Rust backend implements the same rule; ``tests`` check that the
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 LUCENE_ENGLISH_STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the "

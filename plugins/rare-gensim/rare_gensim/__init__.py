@@ -6,7 +6,8 @@ a plain, readable computation of Lucene's BM25.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,8 @@ class GensimRetriever(Retriever):
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
         return [self._texts.get(str(doc_id)) for doc_id in ids]
 
-    def search_batch(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Hits]:
+    def search_batch(self, queries: Sequence[str], k: int,
+                     threads: int | None = None) -> list[Hits]:
         from scipy.sparse import csr_matrix
 
         if k < 1:

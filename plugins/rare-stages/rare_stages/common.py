@@ -6,8 +6,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing
 from rare.cache import Journal
@@ -59,8 +60,8 @@ def open_journal(storage: Any) -> Journal | None:
 
 def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatRequest],
                           indices: Sequence[int], parse: Parse, max_attempts: int,
-                          desc: str, journal: Journal | None = None) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]],
-                                              dict[int, int]]:
+                          desc: str, journal: Journal | None = None) -> tuple[
+                              dict[int, Any], dict[int, tuple[str, str | None]], dict[int, int]]:
     """Ask for every index, retrying only the ones whose reply failed to parse.
 
     ``build(index, attempt)`` makes the request; ``parse(completion)`` returns the value or
