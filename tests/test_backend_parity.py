@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import shared
 
 import rare.retrievers
-from conftest import shared
 from rare.evaluation import ndcg, overlap_at_k, read_qrels, read_topics
 
 BACKENDS = [name for name in ("tantivy", "pyserini", "gensim") if name in rare.retrievers.names()]
