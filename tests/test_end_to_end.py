@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import shared
+
 from rare.storage import read_records, write_records
 
 pytestmark = pytest.mark.slow

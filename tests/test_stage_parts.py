@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from rare import ChatRequest, Completion, LLMServing
 from rare_stages.common import generate_with_retries, parse_json_object
 from rare_stages.distill import ReasonDistill
 from rare_stages.doc2query import Doc2Query, parse_query
+
+from rare import ChatRequest, Completion, LLMServing
 
 
 @pytest.mark.parametrize("reply", [

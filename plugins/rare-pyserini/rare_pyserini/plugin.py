@@ -1,0 +1,17 @@
+"""Entry point of the ``rare`` plugin group: registers the retriever ``pyserini``.
+
+Importing this module starts no JVM; that happens when a retriever is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rare import hookimpl
+
+
+@hookimpl
+def register_retrievers(register: Any) -> None:
+    from rare_pyserini.retriever import PyseriniRetriever
+
+    register(PyseriniRetriever, name="pyserini")
