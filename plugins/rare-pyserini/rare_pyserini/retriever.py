@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rare import MineResult, Retriever, RetrieverError
-from rare.retriever import Hits, check_mine_args, default_threads
+from rare import Retriever, RetrieverError
+from rare.retriever import Hits, default_threads
 from rare_pyserini import _jvm
 
 ID = "id"
@@ -431,51 +431,6 @@ class PyseriniRetriever(Retriever):
         return hits
 
     # -- mining ----------------------------------------------------------------------------
-    def mine(self, queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
-             start_rank: int = 0, threads: int | None = None, depth: int | None = None,
-             positive_texts: Sequence[str | None] | None = None) -> MineResult:
-        """:meth:`rare.Retriever.mine`, with the same result, fetching fewer stored texts.
-
-        The base class reads the text of every candidate of a query (``depth`` of them) to
-        check it against the near-duplicate rule, and stops checking once it has enough
-        negatives; here a candidate's text is read only when it is checked. On wiki205k
-        (depth 100) that is ~4 stored documents per query instead of ~100: reading them was
-        most of the time mining took.
-        """
-        check_mine_args(queries, positive_ids, num_neg, start_rank)
-        if positive_texts is not None and len(positive_texts) != len(queries):
-            raise RetrieverError(
-                f"mine() got {len(queries)} queries but {len(positive_texts)} positive texts"
-            )
-        depth = depth or max(50, 4 * (start_rank + num_neg))
-        hits = self.search_batch(queries, depth, threads=threads)
-        rule = self.near_duplicate
-        if rule is not None and positive_texts is None:
-            positive_texts = self.get_texts(positive_ids)
-        negatives: list[list[str]] = []
-        scores: list[list[float]] = []
-        wanted = start_rank + num_neg
-        for qi, query_hits in enumerate(hits):
-            pos_id = positive_ids[qi]
-            candidates = [(d, s) for d, s in query_hits if d != pos_id]
-            pos_text = positive_texts[qi] if positive_texts is not None else None
-            if rule is not None and pos_text:
-                pos_shingles = rule.shingles(pos_text)
-                kept: Hits = []
-                start = 0
-                while start < len(candidates) and len(kept) < wanted:
-                    # read just as many texts as negatives are still missing
-                    chunk = candidates[start:start + wanted - len(kept)]
-                    start += len(chunk)
-                    for (d, s), text in zip(chunk, self.get_texts([d for d, _ in chunk]),
-                                            strict=True):
-                        if text is None or not rule.same(pos_shingles, rule.shingles(text)):
-                            kept.append((d, s))
-                candidates = kept
-            chosen = candidates[start_rank:wanted]
-            negatives.append([d for d, _ in chosen])
-            scores.append([s for _, s in chosen])
-        return MineResult(negatives, scores, num_neg)
 
     # -- stored texts ----------------------------------------------------------------------
     def _lucene_docid(self, doc_id: str) -> int:
