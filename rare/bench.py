@@ -274,7 +274,7 @@ class TantivyPy(Retriever):
                     .filter(tantivy.Filter.stemmer("english")).build())
         self._index.register_tokenizer("lucene_en", analyzer)
         self._writer = self._index.writer(256_000_000, num_threads=threads)
-        self._pool = ThreadPoolExecutor(max_workers=threads)
+        self._pools: dict[int, ThreadPoolExecutor] = {}
         self._ids: list[str] = []
         self._texts: dict[str, str] = {}
         self._searcher: Any = None
@@ -305,7 +305,10 @@ class TantivyPy(Retriever):
 
     def search_batch(self, queries: Sequence[str], k: int,
                      threads: int | None = None) -> list[Hits]:
-        return list(self._pool.map(lambda q: self._search(q, k), queries))
+        threads = threads or self._threads
+        if threads not in self._pools:
+            self._pools[threads] = ThreadPoolExecutor(max_workers=threads)
+        return list(self._pools[threads].map(lambda q: self._search(q, k), queries))
 
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
         return [self._texts.get(doc_id) for doc_id in ids]
@@ -355,7 +358,8 @@ class Bm25s(Retriever):
                      threads: int | None = None) -> list[Hits]:
         k = min(k, len(self._ids))
         docs, scores = self._model.retrieve(self._tokens(queries), k=k,
-                                            n_threads=self._threads, show_progress=False)
+                                            n_threads=threads or self._threads,
+                                            show_progress=False)
         return [[(self._ids[d], float(s)) for d, s in zip(row, srow, strict=True) if s > 0]
                 for row, srow in zip(docs.tolist(), scores.tolist(), strict=True)]
 
@@ -367,7 +371,7 @@ class Bm25s(Retriever):
 
 
 # name -> (class, PyPI package its import needs, module to look for)
-REFERENCES: dict[str, tuple[type[Retriever], str, str]] = {
+REFERENCES: dict[str, tuple[Callable[..., Retriever], str, str]] = {
     "tantivy-py": (TantivyPy, "tantivy", "tantivy"),
     "bm25s": (Bm25s, "bm25s", "bm25s"),
 }
@@ -408,6 +412,16 @@ def make_backend(name: str, threads: int, k1: float, b: float) -> Retriever:
 
 # -- one backend at one thread count ------------------------------------------------------
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB.
+
+    Linux's VmHWM counts from this process's own start; ``ru_maxrss`` (the fallback) would
+    also count the RSS its parent had when it forked the worker.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes there, KiB here
 
@@ -477,6 +491,7 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
         "baseline_memory_mb": baseline, "peak_memory_mb": peak_rss_mb(),
         "shortfall": sum(mined.shortfall),
         "run": [[doc for doc, _ in query_hits] for query_hits in hits],
+        "top10_scores": [[score for _, score in query_hits[:10]] for query_hits in hits],
     }
 
 
@@ -610,6 +625,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     data = load_dataset(config.data)
     progress(f"rare bench: {data.name}: {len(data.ids):,} documents, {len(data.queries):,} "
              f"queries ({data.judged:,} judged), loaded in {time.perf_counter() - start:.1f} s")
+    if not config.in_process:
+        data.texts = []  # the workers load their own copy; this one only checked the input
     jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat)
             for t in config.threads for name in names]  # interleaved: load drifts alike
     results: list[dict[str, Any]] = []
@@ -655,6 +672,12 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     return report
 
 
+def _same_scores(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Two top-10 lists of one query score alike: ids may differ only among tied scores."""
+    return len(a) == len(b) and all(abs(x - y) <= 1e-5 * max(1.0, abs(x))
+                                    for x, y in zip(a, b))
+
+
 def build_report(config: BenchConfig, data: Dataset, results: list[dict[str, Any]],
                  names: list[str]) -> dict[str, Any]:
     ok = [r for r in results if "error" not in r]
@@ -687,12 +710,14 @@ def build_report(config: BenchConfig, data: Dataset, results: list[dict[str, Any
     for r in ok:
         base = first[r["backend"]]
         if r is not base:
-            same = overlap_at_k(base["run"], r["run"], 10)
-            r["top10_overlap_with_threads_" + str(base["threads"])] = same
-            if same < 1.0:
-                warnings.append(f"{r['backend']} gives other top-10 lists with "
+            r["top10_overlap_with_threads_" + str(base["threads"])] = overlap_at_k(
+                base["run"], r["run"], 10)
+            differ = sum(1 for x, y in zip(base["top10_scores"], r["top10_scores"], strict=True)
+                         if not _same_scores(x, y))
+            if differ:
+                warnings.append(f"{r['backend']} ranks {differ} queries differently with "
                                 f"threads={r['threads']} than with threads={base['threads']} "
-                                f"(overlap {same:.3f})")
+                                "(their top-10 scores differ, not just the order of ties)")
     for t in config.threads:
         if t > (os.cpu_count() or 1):
             warnings.append(f"threads={t} is more than this machine's {os.cpu_count()} cores")
@@ -707,7 +732,7 @@ def build_report(config: BenchConfig, data: Dataset, results: list[dict[str, Any
             row["error"] = r["error"]
         else:
             row.update({key: value for key, value in r.items()
-                        if key not in ("run", "backend", "threads")})
+                        if key not in ("run", "top10_scores", "backend", "threads")})
             row["quality"] = quality.get(r["backend"])
             row["top10_overlap"] = {other: v for other, v in overlap[r["backend"]].items()
                                     if other != r["backend"]}

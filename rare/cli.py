@@ -252,8 +252,8 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Search and mining depth (top-k).")
 @click.option("--threads", default="1,2", show_default=True,
               help="Comma-separated thread counts; each is a separate run.")
-@click.option("--k1", type=float, default=1.2, show_default=True)
-@click.option("--b", "b", type=float, default=0.75, show_default=True)
+@click.option("--k1", type=float, default=1.2, show_default=True, help="BM25 k1.")
+@click.option("--b", "b", type=float, default=0.75, show_default=True, help="BM25 b.")
 @click.option("--num-neg", type=int, default=3, show_default=True,
               help="Hard negatives mined per query.")
 @click.option("--max-docs", type=int, help="Use the corpus's first N documents.")
@@ -266,7 +266,8 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 @click.option("--min-overlap", type=float, default=0.9, show_default=True,
               help="Warn when two backends share less of their top-10 lists.")
 @click.option("--out", default="bench-results", show_default=True,
-              help="Directory of the JSON report and the PNG chart.")
+              help="Directory of the JSON report and the PNG chart "
+                   "(<dataset>-<date>-<time>.json/.png).")
 @click.option("--in-process", is_flag=True,
               help="Measure every backend in this process (no per-backend peak memory).")
 @click.option("--timeout", type=float, default=1800, show_default=True,
