@@ -44,7 +44,7 @@ test: install
 lint: install
 	$(BIN)/ruff check rare plugins tests benchmarks rare_bm25_rs/python
 	cd rare_bm25_rs && cargo fmt --check && cargo clippy --all-targets -- -D warnings
-	cd rare_bm25_rs && cargo test
+	cd rare_bm25_rs && cargo test --lib --tests
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-enable
