@@ -112,6 +112,9 @@ class BM25HardNeg(Operator):
                 negative_ids[i] = list(result[j])
                 negatives[i] = [text_of[d] or "" for d in result[j]]
                 shortfall[i] = result.shortfall[j]
+                if shortfall[i]:
+                    errors[i] = (f"shortfall: found {len(result[j])} of {num_neg} hard "
+                                 "negatives (too few lexically close documents)")
             if result.short_queries:
                 log.warning("%d of %d rows got fewer than %d hard negatives "
                             "(see column hardneg_shortfall)",
