@@ -33,8 +33,9 @@ def test_registered_by_entry_point() -> None:
     assert "tantivy" in rare.retrievers.names()
     retriever = rare.retrievers.create("tantivy", k1=0.9, b=0.4)
     assert isinstance(retriever, TantivyRetriever) and isinstance(retriever, Retriever)
-    assert (retriever.k1, retriever.b, retriever.uses_fast_path) == (0.9, 0.4, False)
-    assert rare.retrievers.create("tantivy").uses_fast_path
+    assert (retriever.k1, retriever.b, retriever.scorer) == (0.9, 0.4, "maxscore")
+    assert rare.retrievers.create("tantivy").scorer == "maxscore"
+    assert rare.retrievers.create("tantivy", scorer="tantivy").scorer == "tantivy"
 
 
 def test_analyzers(tmp_path) -> None:

@@ -89,11 +89,11 @@ def cacm(cacm_docs):
 
 
 @pytest.mark.parametrize("k1,b,scorer,analyzer", [
-    (1.2, 0.75, "auto", "rare"), (1.2, 0.75, "lucene", "rare"), (0.9, 0.4, "auto", "rare"),
+    (1.2, 0.75, "tantivy", "rare"), (1.2, 0.75, "auto", "rare"), (0.9, 0.4, "auto", "rare"),
     (2.0, 1.0, "auto", "rare"), (0.0, 0.0, "auto", "rare"), (1.2, 0.75, "auto", "lucene"),
-    (0.9, 0.4, "auto", "lucene"),
+    (0.9, 0.4, "maxscore", "lucene"), (1.2, 0.75, "tantivy", "lucene"),
 ], ids=["default-tantivy", "default-ours", "anserini", "k1=2-b=1", "k1=0", "lucene-analyzer",
-        "lucene-analyzer-anserini"])
+        "lucene-analyzer-anserini", "lucene-analyzer-tantivy"])
 def test_scores_match_python_lucene_bm25(cacm, k1, b, scorer, analyzer) -> None:
     ids, texts, topics, _ = cacm
     ids, texts = ids[:800], texts[:800]

@@ -65,33 +65,42 @@ impl Analyzer {
             .find(|a| a.tokenizer_name() == name)
     }
 
-    /// Calls `sink(term)` for every indexed term of `text`.
-    pub fn for_each_term(self, text: &str, mut sink: impl FnMut(String)) {
+    /// Calls `sink(word)` for every word of `text`: lowercased and without its possessive,
+    /// before stop words and stemming (see [`Analyzer::term`]).
+    pub fn for_each_word(self, text: &str, mut sink: impl FnMut(&str)) {
         match self {
             Analyzer::Rare => {
-                let stemmer = Stemmer::new(Algorithm::Porter);
                 let lower = drop_possessives(text).to_lowercase();
-                for_each_run(&lower, |s, e| {
-                    let token = &lower[s..e];
-                    if !is_stopword(token) {
-                        // Snowball's Porter stems a lone "s" to "": rare drops empty terms.
-                        let term = stemmer.stem(token);
-                        if !term.is_empty() {
-                            sink(term.into_owned());
-                        }
-                    }
-                });
+                for_each_run(&lower, |s, e| sink(&lower[s..e]));
             }
             Analyzer::Lucene => {
                 let lower = lucene_lowercase(text);
-                for_each_word(&lower, |s, e| {
-                    let token = strip_possessive(&lower[s..e]);
-                    if !token.is_empty() && !is_stopword(token) {
-                        sink(porter::stem(token));
-                    }
-                });
+                for_each_word(&lower, |s, e| sink(strip_possessive(&lower[s..e])));
             }
         }
+    }
+
+    /// The indexed term of one word of [`Analyzer::for_each_word`]: its stem, or None for a
+    /// stop word (and for a word that stems to nothing).
+    pub fn term(self, word: &str) -> Option<String> {
+        if word.is_empty() || is_stopword(word) {
+            return None;
+        }
+        let term = match self {
+            // Snowball's Porter stems a lone "s" to "": rare drops empty terms.
+            Analyzer::Rare => Stemmer::new(Algorithm::Porter).stem(word).into_owned(),
+            Analyzer::Lucene => porter::stem(word),
+        };
+        (!term.is_empty()).then_some(term)
+    }
+
+    /// Calls `sink(term)` for every indexed term of `text`.
+    pub fn for_each_term(self, text: &str, mut sink: impl FnMut(String)) {
+        self.for_each_word(text, |word| {
+            if let Some(term) = self.term(word) {
+                sink(term);
+            }
+        });
     }
 
     pub fn analyze(self, text: &str) -> Vec<String> {
@@ -160,10 +169,15 @@ fn drop_possessives(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Lowercased runs of letters and digits, as `rare.text.tokenize`.
 pub fn tokenize(text: &str) -> Vec<String> {
-    let lower = text.to_lowercase();
     let mut out = Vec::new();
-    for_each_run(&lower, |s, e| out.push(lower[s..e].to_string()));
+    for_each_token(text, |token| out.push(token.to_string()));
     out
+}
+
+/// Calls `sink` with each token of [`tokenize`], without allocating one string per token.
+pub fn for_each_token(text: &str, mut sink: impl FnMut(&str)) {
+    let lower = text.to_lowercase();
+    for_each_run(&lower, |s, e| sink(&lower[s..e]));
 }
 
 pub fn is_stopword(token: &str) -> bool {
@@ -190,19 +204,35 @@ enum Wb {
     Other,
 }
 
-fn word_break_class(c: char) -> Wb {
-    if c.is_ascii() {
-        return match c {
-            'a'..='z' | 'A'..='Z' => Wb::Letter,
-            '0'..='9' => Wb::Numeric,
-            '_' => Wb::ExtendNumLet,
-            ':' => Wb::MidLetter,
-            ',' | ';' => Wb::MidNum,
-            '.' => Wb::MidNumLet,
-            '\'' => Wb::SingleQuote,
+/// [`word_break_class`] of the ASCII characters.
+const ASCII_WB: [Wb; 128] = {
+    let mut table = [Wb::Other; 128];
+    let mut i = 0;
+    while i < 128 {
+        table[i] = match i as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' => Wb::Letter,
+            b'0'..=b'9' => Wb::Numeric,
+            b'_' => Wb::ExtendNumLet,
+            b':' => Wb::MidLetter,
+            b',' | b';' => Wb::MidNum,
+            b'.' => Wb::MidNumLet,
+            b'\'' => Wb::SingleQuote,
             _ => Wb::Other,
         };
+        i += 1;
     }
+    table
+};
+
+#[inline]
+fn word_break_class(c: char) -> Wb {
+    match ASCII_WB.get(c as usize) {
+        Some(class) => *class,
+        None => non_ascii_word_break_class(c),
+    }
+}
+
+fn non_ascii_word_break_class(c: char) -> Wb {
     match c {
         '\u{00B7}' | '\u{0387}' | '\u{05F4}' | '\u{2027}' | '\u{FE13}' | '\u{FE55}'
         | '\u{FF1A}' => return Wb::MidLetter,
@@ -259,13 +289,11 @@ fn joins_across(prev: Wb, mid: Wb, next: Wb) -> bool {
 
 /// Calls `sink(start, end)` for every word of `lower`, StandardTokenizer-style.
 fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
-    let chars: Vec<(usize, char, Wb)> = lower
-        .char_indices()
-        .map(|(i, c)| (i, c, word_break_class(c)))
-        .collect();
-    let end_of = |j: usize| chars.get(j).map_or(lower.len(), |&(i, _, _)| i);
-    // Lucene cuts tokens at 255 characters.
+    // Lucene cuts tokens at 255 characters (a token of at most 255 bytes never needs it).
     let mut emit = |start: usize, end: usize| {
+        if end - start <= LUCENE_MAX_TOKEN_CHARS {
+            return sink(start, end);
+        }
         let mut from = start;
         let mut count = 0;
         for (i, _) in lower[start..end].char_indices() {
@@ -278,63 +306,69 @@ fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
         }
         sink(from, end);
     };
-    let mut token: Option<(usize, Wb)> = None; // (start index in chars, class of last base char)
-    let mut j = 0;
-    while j < chars.len() {
-        let class = chars[j].2;
+    // The current token: its first byte and the class of its last base character.
+    let mut token: Option<(usize, Wb)> = None;
+    let mut chars = lower.char_indices();
+    while let Some((i, c)) = chars.next() {
+        let class = word_break_class(c);
         match (class, token) {
             (Wb::Extend, Some(_)) => {}
             (Wb::Letter | Wb::Numeric | Wb::Katakana | Wb::ExtendNumLet, Some((s, prev))) => {
                 if joins(prev, class) {
                     token = Some((s, class));
                 } else {
-                    emit(chars[s].0, end_of(j));
-                    token = Some((j, class));
+                    emit(s, i);
+                    token = Some((i, class));
                 }
             }
             (Wb::Letter | Wb::Numeric | Wb::Katakana | Wb::ExtendNumLet, None) => {
-                token = Some((j, class));
+                token = Some((i, class));
             }
             (Wb::Ideographic, _) => {
                 if let Some((s, _)) = token.take() {
-                    emit(chars[s].0, end_of(j));
+                    emit(s, i);
                 }
-                emit(chars[j].0, end_of(j + 1));
+                emit(i, i + c.len_utf8());
             }
             (Wb::MidLetter | Wb::MidNum | Wb::MidNumLet | Wb::SingleQuote, Some((s, prev))) => {
-                let mut k = j + 1;
-                while k < chars.len() && chars[k].2 == Wb::Extend {
-                    k += 1;
-                }
-                match chars.get(k) {
-                    Some(&(_, _, next)) if joins_across(prev, class, next) => {
+                // Look past combining marks at the character after the separator.
+                let mut ahead = chars.clone();
+                let next = ahead
+                    .by_ref()
+                    .map(|(_, c)| word_break_class(c))
+                    .find(|class| *class != Wb::Extend);
+                match next {
+                    Some(next) if joins_across(prev, class, next) => {
                         token = Some((s, next));
-                        j = k;
+                        chars = ahead;
                     }
                     _ => {
-                        emit(chars[s].0, end_of(j));
+                        emit(s, i);
                         token = None;
                     }
                 }
             }
             (_, Some((s, _))) => {
-                emit(chars[s].0, end_of(j));
+                emit(s, i);
                 token = None;
             }
             (_, None) => {}
         }
-        j += 1;
     }
     if let Some((s, _)) = token {
-        emit(chars[s].0, lower.len());
+        emit(s, lower.len());
     }
 }
 
 /// Lucene's `LowerCaseFilter`: `Character.toLowerCase` code point by code point, so no
 /// final sigma and `İ` becomes a plain `i` (its only multi-character full mapping).
 fn lucene_lowercase(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     text.chars()
         .map(|c| match c {
+            c if c.is_ascii() => c.to_ascii_lowercase(),
             '\u{130}' => 'i',
             c => c.to_lowercase().next().unwrap_or(c),
         })
@@ -361,10 +395,15 @@ pub fn lucene_words(text: &str) -> Vec<String> {
 
 // -- the analyzers as tantivy tokenizers ---------------------------------------------------
 
+/// An analyzer as a tantivy tokenizer. Each indexing thread has its own clone, with a
+/// [`TermCache`] (stemming is most of the analysis cost, and a corpus repeats its words),
+/// and reuses its tokens' buffers from one document to the next.
 #[derive(Clone)]
 pub struct EnglishTokenizer {
     analyzer: Analyzer,
+    /// Reused from text to text; the current text's are the first ones.
     tokens: Vec<Token>,
+    terms: TermCache,
 }
 
 impl EnglishTokenizer {
@@ -372,12 +411,99 @@ impl EnglishTokenizer {
         EnglishTokenizer {
             analyzer,
             tokens: Vec::new(),
+            terms: TermCache::new(),
+        }
+    }
+}
+
+/// Longest word (and term) a [`TermCache`] slot holds, in bytes.
+const SLOT_BYTES: usize = 15;
+/// Slots of a [`TermCache`]: 2^14 of 32 bytes, 512 KiB, well inside a core's L2 cache (the
+/// best of the sizes measured on wiki205k: a bigger cache misses fewer words but each
+/// lookup costs more).
+const SLOT_COUNT: usize = 1 << 14;
+
+/// A direct-mapped cache from a word to its term: each word hashes to one slot, and a word
+/// that finds its slot taken by another replaces it. Frequent words stay (they come back
+/// before anything evicts them), rare ones pass through, and a lookup costs one hash and at
+/// most one cache miss. Words and terms are stored inline; longer ones are not cached.
+#[derive(Clone)]
+struct TermCache {
+    slots: Vec<Slot>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// 0: empty.
+    word_len: u8,
+    word: [u8; SLOT_BYTES],
+    /// `NO_TERM`: the word has no term (a stop word).
+    term_len: u8,
+    term: [u8; SLOT_BYTES],
+}
+
+const NO_TERM: u8 = u8::MAX;
+
+impl TermCache {
+    fn new() -> Self {
+        let empty = Slot {
+            word_len: 0,
+            word: [0; SLOT_BYTES],
+            term_len: 0,
+            term: [0; SLOT_BYTES],
+        };
+        TermCache {
+            slots: vec![empty; SLOT_COUNT],
+        }
+    }
+
+    /// Calls `sink` with the term of `word`, computing it on a miss.
+    #[inline]
+    fn with_term(&mut self, analyzer: Analyzer, word: &str, sink: impl FnOnce(&str)) {
+        let bytes = word.as_bytes();
+        if bytes.is_empty() || bytes.len() > SLOT_BYTES {
+            if let Some(term) = analyzer.term(word) {
+                sink(&term);
+            }
+            return;
+        }
+        // Zero-padded to the slot's width: fixed-size hashing and comparison.
+        let mut key = [0u8; SLOT_BYTES];
+        key[..bytes.len()].copy_from_slice(bytes);
+        let hash = {
+            use std::hash::BuildHasher;
+            rustc_hash::FxBuildHasher.hash_one(key)
+        };
+        let slot = &mut self.slots[(hash as usize >> 7) % SLOT_COUNT];
+        if usize::from(slot.word_len) == bytes.len() && slot.word == key {
+            if slot.term_len != NO_TERM {
+                // The slot was filled from a `&str` term, so this is valid UTF-8.
+                if let Ok(term) = std::str::from_utf8(&slot.term[..usize::from(slot.term_len)]) {
+                    sink(term);
+                }
+            }
+            return;
+        }
+        let term = analyzer.term(word);
+        match &term {
+            Some(t) if t.len() > SLOT_BYTES => {}
+            _ => {
+                slot.word_len = bytes.len() as u8;
+                slot.word = key;
+                slot.term_len = term.as_ref().map_or(NO_TERM, |t| t.len() as u8);
+                if let Some(t) = &term {
+                    slot.term[..t.len()].copy_from_slice(t.as_bytes());
+                }
+            }
+        }
+        if let Some(term) = term {
+            sink(&term);
         }
     }
 }
 
 pub struct VecTokenStream<'a> {
-    tokens: &'a mut Vec<Token>,
+    tokens: &'a mut [Token],
     /// 1 + the index of the current token; 0 before the first `advance`.
     next: usize,
     /// Returned before the first `advance` or for an empty text (tantivy never asks then).
@@ -388,21 +514,27 @@ impl Tokenizer for EnglishTokenizer {
     type TokenStream<'a> = VecTokenStream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream<'a> {
-        self.tokens.clear();
-        let tokens = &mut self.tokens;
-        // BM25 needs neither offsets nor positions (the field indexes frequencies only).
-        self.analyzer.for_each_term(text, |term| {
-            let position = tokens.len();
-            tokens.push(Token {
-                offset_from: 0,
-                offset_to: 0,
-                position,
-                text: term,
-                position_length: 1,
-            })
+        let analyzer = self.analyzer;
+        let (tokens, terms) = (&mut self.tokens, &mut self.terms);
+        let mut len = 0;
+        analyzer.for_each_word(text, |word| {
+            terms.with_term(analyzer, word, |term| {
+                if len == tokens.len() {
+                    tokens.push(Token::default());
+                }
+                // BM25 needs neither offsets nor positions (the field indexes frequencies).
+                let token = &mut tokens[len];
+                token.text.clear();
+                token.text.push_str(term);
+                token.position = len;
+                token.offset_from = 0;
+                token.offset_to = 0;
+                token.position_length = 1;
+                len += 1;
+            });
         });
         VecTokenStream {
-            tokens: &mut self.tokens,
+            tokens: &mut self.tokens[..len],
             next: 0,
             none: Token::default(),
         }

@@ -1,6 +1,8 @@
 //! The BM25 index: build, open, search and mine, with no Python in sight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +14,7 @@ use tantivy::collector::TopDocs;
 use tantivy::index::SegmentId;
 use tantivy::query::BooleanQuery;
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST,
 };
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
@@ -21,8 +23,8 @@ use tantivy::{
 
 use crate::analysis::{Analyzer, EnglishTokenizer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::neardup::NearDupRule;
-use crate::scoring::{self, Hit};
+use crate::neardup::{NearDupRule, Vocabulary};
+use crate::scoring::{self, Bm25, Hit};
 
 /// tantivy's built-in BM25 constants; only these may use its block-WAND fast path.
 pub const TANTIVY_K1: f32 = 1.2;
@@ -32,7 +34,7 @@ pub const TANTIVY_B: f32 = 0.75;
 /// analyzer changes, so an old index is refused instead of silently mis-scored.
 pub const MARKER_FILE: &str = "rare_bm25_rs.json";
 pub const FORMAT_NAME: &str = "rare-bm25-rs";
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Queries with more analyzed terms than this skip block-WAND (see `Pruning::Auto`).
 pub const WAND_MAX_TERMS: usize = 5;
@@ -42,12 +44,23 @@ const TEXT: &str = "text";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scorer {
-    /// tantivy's own scorer for k1=1.2, b=0.75, ours otherwise.
+    /// The fastest for the settings: ours ([`Scorer::MaxScore`]), measured faster than
+    /// tantivy's at every query length tried (see the crate README).
     Auto,
-    /// Always tantivy's (block-WAND); only valid with k1=1.2, b=0.75.
+    /// tantivy's own (block-WAND or exhaustive, see [`Pruning`]); only k1=1.2, b=0.75.
     Tantivy,
-    /// Always our Lucene scorer (exhaustive, any k1/b).
-    Lucene,
+    /// Ours: Lucene's BM25 for any k1/b, exact top k by block-max MaxScore.
+    MaxScore,
+}
+
+impl Scorer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scorer::Auto => "auto",
+            Scorer::Tantivy => "tantivy",
+            Scorer::MaxScore => "maxscore",
+        }
+    }
 }
 
 /// How tantivy's scorer finds the top k.
@@ -90,7 +103,9 @@ impl Default for Options {
 
 fn schema(analyzer: Analyzer) -> Schema {
     let mut builder = Schema::builder();
-    builder.add_text_field(ID, STRING | STORED | FAST);
+    // Ids live in a fast (columnar) field only: read per segment into memory and looked up
+    // through [`Snapshot::address_of`], they need neither an inverted index nor the store.
+    builder.add_text_field(ID, FAST);
     let indexing = TextFieldIndexing::default()
         .set_tokenizer(analyzer.tokenizer_name())
         .set_index_option(IndexRecordOption::WithFreqs);
@@ -101,6 +116,20 @@ fn schema(analyzer: Analyzer) -> Schema {
             .set_stored(),
     );
     builder.build()
+}
+
+/// Stored texts are compressed in blocks of this many bytes: mining reads a few texts per
+/// query at random (the positive and the candidates the near-duplicate rule checks), and
+/// each read decompresses a whole block, so blocks are smaller than tantivy's 16 KiB.
+const DOCSTORE_BLOCK_BYTES: usize = 4096;
+
+fn index_builder(analyzer: Analyzer) -> tantivy::IndexBuilder {
+    Index::builder()
+        .schema(schema(analyzer))
+        .settings(tantivy::IndexSettings {
+            docstore_blocksize: DOCSTORE_BLOCK_BYTES,
+            ..Default::default()
+        })
 }
 
 fn marker_json(analyzer: Analyzer) -> String {
@@ -117,6 +146,10 @@ type SegmentIds = Arc<Vec<Box<str>>>;
 struct Snapshot {
     searcher: Searcher,
     ids: Vec<SegmentIds>,
+    /// Every live document as (hash of its id, address), sorted; built on first lookup.
+    by_id: OnceLock<Vec<(u64, DocAddress)>>,
+    /// Our scorer over this searcher (its statistics and term bounds are per snapshot).
+    bm25: Bm25,
 }
 
 impl Snapshot {
@@ -126,6 +159,37 @@ impl Snapshot {
             .and_then(|seg| seg.get(addr.doc_id as usize))
             .map_or("", |s| s)
     }
+
+    /// The address of the live document with this id.
+    fn address_of(&self, id: &str) -> Option<DocAddress> {
+        let by_id = self.by_id.get_or_init(|| {
+            let mut all = Vec::with_capacity(self.searcher.num_docs() as usize);
+            for (ord, seg) in self.searcher.segment_readers().iter().enumerate() {
+                let Some(ids) = self.ids.get(ord) else {
+                    continue;
+                };
+                for (doc, doc_id) in ids.iter().enumerate() {
+                    if !seg.is_deleted(doc as u32) {
+                        all.push((hash_id(doc_id), DocAddress::new(ord as u32, doc as u32)));
+                    }
+                }
+            }
+            all.sort_unstable();
+            all
+        });
+        let key = hash_id(id);
+        let first = by_id.partition_point(|(h, _)| *h < key);
+        by_id[first..]
+            .iter()
+            .take_while(|(h, _)| *h == key)
+            .map(|(_, addr)| *addr)
+            .find(|addr| self.id(*addr) == id)
+    }
+}
+
+fn hash_id(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(id)
 }
 
 pub struct Bm25Index {
@@ -135,14 +199,14 @@ pub struct Bm25Index {
     text_field: Field,
     options: Options,
     analyzer: Analyzer,
-    fast_path: bool,
+    tantivy_scorer: bool,
     writer: Mutex<Option<IndexWriter>>,
     pending: AtomicBool,
     reader: IndexReader,
     snapshot: RwLock<Arc<Snapshot>>,
     id_cache: Mutex<HashMap<SegmentId, SegmentIds>>,
     /// Every id indexed so far, committed or not: a duplicate id is refused.
-    known_ids: Mutex<HashSet<Box<str>>>,
+    known_ids: Mutex<FxHashSet<Box<str>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,7 +288,9 @@ fn create_index(path: &Path, analyzer: Analyzer) -> Result<Index> {
     }
     // The marker goes first: a folder with tantivy files but no marker is never ours.
     fs::write(path.join(MARKER_FILE), marker_json(analyzer)).map_err(|e| bad_path(path, e))?;
-    Index::create_in_dir(path, schema(analyzer)).map_err(|e| bad_path(path, Error::from(e)))
+    index_builder(analyzer)
+        .create_in_dir(path)
+        .map_err(|e| bad_path(path, Error::from(e)))
 }
 
 fn thread_pool(threads: usize) -> Result<Arc<ThreadPool>> {
@@ -275,14 +341,13 @@ impl Bm25Index {
             )));
         }
         let defaults = options.k1 == TANTIVY_K1 && options.b == TANTIVY_B;
-        let fast_path = match options.scorer {
-            Scorer::Auto => defaults,
-            Scorer::Lucene => false,
+        let tantivy_scorer = match options.scorer {
+            Scorer::Auto | Scorer::MaxScore => false,
             Scorer::Tantivy if defaults => true,
             Scorer::Tantivy => {
                 return Err(Error::invalid(format!(
                     "scorer 'tantivy' only supports k1={TANTIVY_K1}, b={TANTIVY_B}; \
-                     got k1={}, b={} (use 'auto' or 'lucene')",
+                     got k1={}, b={} (use 'auto' or 'maxscore')",
                     options.k1, options.b
                 )))
             }
@@ -292,7 +357,7 @@ impl Bm25Index {
         }
         let fresh = options.analyzer.unwrap_or(Analyzer::Lucene);
         let (index, analyzer) = match path {
-            None => (Index::create_in_ram(schema(fresh)), fresh),
+            None => (index_builder(fresh).create_in_ram()?, fresh),
             Some(p) if p.exists() && !p.is_dir() => {
                 return Err(bad_path(p, "it exists and is not a folder"))
             }
@@ -311,6 +376,7 @@ impl Bm25Index {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let searcher = reader.searcher();
+        let bm25 = Bm25::new(&searcher, text_field, options.k1, options.b)?;
         let this = Bm25Index {
             index,
             path: path.map(Path::to_path_buf),
@@ -318,16 +384,18 @@ impl Bm25Index {
             text_field,
             options,
             analyzer,
-            fast_path,
+            tantivy_scorer,
             writer: Mutex::new(None),
             pending: AtomicBool::new(false),
             reader,
             snapshot: RwLock::new(Arc::new(Snapshot {
                 searcher,
                 ids: Vec::new(),
+                by_id: OnceLock::new(),
+                bm25,
             })),
             id_cache: Mutex::new(HashMap::new()),
-            known_ids: Mutex::new(HashSet::new()),
+            known_ids: Mutex::new(FxHashSet::default()),
         };
         this.refresh()?;
         {
@@ -348,8 +416,13 @@ impl Bm25Index {
         self.analyzer
     }
 
-    pub fn uses_fast_path(&self) -> bool {
-        self.fast_path
+    /// The scorer that runs: "maxscore" (ours) or "tantivy".
+    pub fn scorer(&self) -> Scorer {
+        if self.tantivy_scorer {
+            Scorer::Tantivy
+        } else {
+            Scorer::MaxScore
+        }
     }
 
     /// Add documents (not searchable before [`Bm25Index::commit`]).
@@ -363,7 +436,7 @@ impl Bm25Index {
         }
         let mut guard = lock(&self.writer);
         let mut known = lock(&self.known_ids);
-        let mut batch: HashSet<&str> = HashSet::with_capacity(ids.len());
+        let mut batch: FxHashSet<&str> = FxHashSet::default();
         for id in ids {
             if known.contains(id.as_str()) || !batch.insert(id.as_str()) {
                 return Err(Error::invalid(format!(
@@ -439,13 +512,19 @@ impl Bm25Index {
             };
             ids.push(seg_ids);
         }
-        let live: std::collections::HashSet<SegmentId> = searcher
+        let live: FxHashSet<SegmentId> = searcher
             .segment_readers()
             .iter()
             .map(|s| s.segment_id())
             .collect();
         cache.retain(|k, _| live.contains(k));
-        let snapshot = Arc::new(Snapshot { searcher, ids });
+        let bm25 = Bm25::new(&searcher, self.text_field, self.options.k1, self.options.b)?;
+        let snapshot = Arc::new(Snapshot {
+            searcher,
+            ids,
+            by_id: OnceLock::new(),
+            bm25,
+        });
         *self
             .snapshot
             .write()
@@ -476,15 +555,8 @@ impl Bm25Index {
             return Ok(Vec::new());
         }
         let k = k.min(snap.searcher.num_docs().max(1) as usize);
-        if !self.fast_path {
-            return scoring::search(
-                &snap.searcher,
-                self.text_field,
-                &terms,
-                k,
-                self.options.k1,
-                self.options.b,
-            );
+        if !self.tantivy_scorer {
+            return snap.bm25.search(&snap.searcher, &terms, k);
         }
         let terms: Vec<Term> = terms
             .iter()
@@ -539,24 +611,6 @@ impl Bm25Index {
         })
     }
 
-    fn address_of(&self, snap: &Snapshot, id: &str) -> Result<Option<DocAddress>> {
-        let term = Term::from_field_text(self.id_field, id);
-        for (ord, seg) in snap.searcher.segment_readers().iter().enumerate() {
-            let inverted = seg.inverted_index(self.id_field)?;
-            if let Some(mut postings) = inverted.read_postings(&term, IndexRecordOption::Basic)? {
-                use tantivy::DocSet;
-                let mut doc = postings.doc();
-                while doc != tantivy::TERMINATED {
-                    if !seg.is_deleted(doc) {
-                        return Ok(Some(DocAddress::new(ord as u32, doc)));
-                    }
-                    doc = postings.advance();
-                }
-            }
-        }
-        Ok(None)
-    }
-
     fn text_at(&self, snap: &Snapshot, addr: DocAddress) -> Result<String> {
         let doc: TantivyDocument = snap.searcher.doc(addr)?;
         Ok(doc
@@ -567,7 +621,7 @@ impl Bm25Index {
     }
 
     fn text_of(&self, snap: &Snapshot, id: &str) -> Result<Option<String>> {
-        match self.address_of(snap, id)? {
+        match snap.address_of(id) {
             Some(addr) => Ok(Some(self.text_at(snap, addr)?)),
             None => Ok(None),
         }
@@ -619,34 +673,56 @@ impl Bm25Index {
     fn mine_one(&self, snap: &Snapshot, req: &MineRequest<'_>, qi: usize) -> Result<Mined> {
         let positive = req.positive_ids[qi].as_str();
         let wanted = req.start_rank + req.num_neg;
-        let hits = self.search_one(snap, &req.queries[qi], req.depth)?;
-        let candidates = hits.into_iter().filter(|h| snap.id(h.addr) != positive);
         let pos_text = match (&req.rule, req.positive_texts) {
             (None, _) => None,
             (Some(_), Some(texts)) => texts[qi].clone(),
             (Some(_), None) => self.text_of(snap, positive)?,
         };
-        let mut kept: Vec<Hit> = Vec::with_capacity(wanted);
-        match (&req.rule, pos_text) {
-            (Some(rule), Some(text)) if !text.is_empty() => {
-                let pos_shingles = rule.shingles(&text);
-                for hit in candidates {
-                    let candidate = self.text_at(snap, hit.addr)?;
-                    if !rule.same(&pos_shingles, &rule.shingles(&candidate)) {
-                        kept.push(hit);
-                        if kept.len() == wanted {
-                            break;
-                        }
+        let mut vocabulary = Vocabulary::default();
+        let pos_ids = match (&req.rule, &pos_text) {
+            (Some(_), Some(text)) if !text.is_empty() => Some(vocabulary.token_ids(text)),
+            _ => None,
+        };
+        let pos_shingles = match (&req.rule, &pos_ids) {
+            (Some(rule), Some(ids)) => Some((rule, rule.shingles(ids))),
+            _ => None,
+        };
+        // Our scorer's top m is exactly the head of its top k, so a short search usually
+        // settles the query: room for the positive and a few near-duplicates of it. Only
+        // a query that runs out searches again, to the full depth.
+        let mut k = if self.tantivy_scorer {
+            req.depth
+        } else {
+            (2 * wanted + 4).min(req.depth)
+        };
+        loop {
+            let hits = self.search_one(snap, &req.queries[qi], k)?;
+            let exhausted = hits.len() < k || k == req.depth;
+            let mut kept: Vec<Hit> = Vec::with_capacity(wanted);
+            for hit in hits {
+                if snap.id(hit.addr) == positive {
+                    continue;
+                }
+                if let Some((rule, shingles)) = &pos_shingles {
+                    let candidate = vocabulary.token_ids(&self.text_at(snap, hit.addr)?);
+                    if rule.same(shingles, &rule.shingles(&candidate)) {
+                        continue;
                     }
                 }
+                kept.push(hit);
+                if kept.len() == wanted {
+                    break;
+                }
             }
-            _ => kept.extend(candidates.take(wanted)),
+            if kept.len() == wanted || exhausted {
+                let chosen = kept.get(req.start_rank..).unwrap_or(&[]);
+                return Ok(Mined {
+                    ids: chosen.iter().map(|h| snap.id(h.addr).to_string()).collect(),
+                    scores: chosen.iter().map(|h| h.score).collect(),
+                });
+            }
+            k = req.depth;
         }
-        let chosen = kept.get(req.start_rank..).unwrap_or(&[]);
-        Ok(Mined {
-            ids: chosen.iter().map(|h| snap.id(h.addr).to_string()).collect(),
-            scores: chosen.iter().map(|h| h.score).collect(),
-        })
     }
 }
 
@@ -697,13 +773,16 @@ mod tests {
     }
 
     #[test]
-    fn lucene_scorer_agrees_with_tantivy_at_defaults() {
-        let fast = corpus(Options::default());
-        let slow = corpus(Options {
-            scorer: Scorer::Lucene,
+    fn maxscore_agrees_with_tantivy_at_defaults() {
+        let fast = corpus(Options {
+            scorer: Scorer::Tantivy,
             ..Options::default()
         });
-        assert!(fast.uses_fast_path() && !slow.uses_fast_path());
+        let slow = corpus(Options::default());
+        assert_eq!(
+            (fast.scorer(), slow.scorer()),
+            (Scorer::Tantivy, Scorer::MaxScore)
+        );
         let queries = strings(&["cats garden", "fish fish pond", "the", "dogs"]);
         let a = fast.search_batch(&queries, 10, 2).unwrap();
         let b = slow.search_batch(&queries, 10, 1).unwrap();
@@ -719,6 +798,71 @@ mod tests {
             }
         }
         assert!(a[2].is_empty(), "a stop-word-only query matches nothing");
+    }
+
+    /// Pseudo-random words with a skewed (Zipf-like) frequency, so that some terms are
+    /// common enough to get window bounds and become non-essential.
+    fn random_corpus(docs: usize, seed: u64) -> Vec<String> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        (0..docs)
+            .map(|_| {
+                let len = 3 + next() % 60;
+                (0..len)
+                    .map(|_| {
+                        let r = next() % 1000 + 1;
+                        format!("w{}", 1000 / r)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// Every matching document scored with no pruning at all, best first.
+    fn brute_force(index: &Bm25Index, query: &str) -> Vec<(String, f32)> {
+        let snap = index.snapshot().unwrap();
+        let terms = index.analyzer.analyze(query);
+        let hits = scoring::tests::exhaustive(&snap.bm25, &snap.searcher, &terms);
+        hits.iter()
+            .map(|h| (snap.id(h.addr).to_string(), h.score))
+            .collect()
+    }
+
+    #[test]
+    fn maxscore_is_exact_and_its_top_m_heads_its_top_k() {
+        let texts = random_corpus(30_000, 7);
+        let index = Bm25Index::open(None, Options::default()).unwrap();
+        // Three segments, so pruning carries its threshold from one segment to the next.
+        for part in 0..3 {
+            let range = part * 10_000..(part + 1) * 10_000;
+            let ids: Vec<String> = range.clone().map(|i| format!("d{i}")).collect();
+            index.add(&ids, &texts[range]).unwrap();
+            index.commit().unwrap();
+        }
+        let queries: Vec<String> = random_corpus(40, 99)
+            .into_iter()
+            .chain(["w1 w2 w3 w1000".to_string(), "w500 w1".to_string()])
+            .collect();
+        for query in &queries {
+            let expected = brute_force(&index, query);
+            let mut previous: Vec<(String, f32)> = Vec::new();
+            for k in [1, 3, 10, 100, 1000] {
+                let got = index
+                    .search_batch(std::slice::from_ref(query), k, 1)
+                    .unwrap();
+                let got = &got[0];
+                assert_eq!(got.len(), k.min(expected.len()), "{query}");
+                assert_eq!(got[..], expected[..got.len()], "query {query:?}, k={k}");
+                assert_eq!(got[..previous.len()], previous[..], "k={k} is not a prefix");
+                previous = got.clone();
+            }
+        }
     }
 
     #[test]

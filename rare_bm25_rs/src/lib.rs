@@ -102,10 +102,10 @@ impl PyBm25Index {
         let scorer = match scorer {
             "auto" => Scorer::Auto,
             "tantivy" => Scorer::Tantivy,
-            "lucene" => Scorer::Lucene,
+            "maxscore" => Scorer::MaxScore,
             other => {
                 return Err(to_py(Error::invalid(format!(
-                    "scorer must be 'auto', 'tantivy' or 'lucene', got {other:?}"
+                    "scorer must be 'auto', 'maxscore' or 'tantivy', got {other:?}"
                 ))))
             }
         };
@@ -225,10 +225,10 @@ impl PyBm25Index {
         self.inner.analyzer().name()
     }
 
-    /// True when tantivy's own scorer runs (k1=1.2, b=0.75).
+    /// The scorer that runs: "maxscore" (ours, any k1/b) or "tantivy" (k1=1.2, b=0.75).
     #[getter]
-    fn uses_fast_path(&self) -> bool {
-        self.inner.uses_fast_path()
+    fn scorer(&self) -> &'static str {
+        self.inner.scorer().name()
     }
 }
 

@@ -4,10 +4,13 @@
 //! becomes the set of its word n-grams (a text shorter than `ngram` tokens is one n-gram of
 //! all its tokens, an empty text has none). Two sets are near-duplicates when they share at
 //! least `min_shared` n-grams or at least `min_fraction` of the smaller set.
+//!
+//! Tokens are numbered by a [`Vocabulary`] shared by the texts being compared, so an n-gram
+//! is a slice of token ids: compared exactly, hashed cheaply, never joined into a string.
 
-use std::collections::HashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::analysis::tokenize;
+use crate::analysis::for_each_token;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NearDupRule {
@@ -26,9 +29,33 @@ impl Default for NearDupRule {
     }
 }
 
-/// The n-gram set of one text. Tokens never contain a space, so joining an n-gram's tokens
-/// with one is an exact, collision-free key.
-pub type Shingles = HashSet<String>;
+/// Numbers the distinct tokens of the texts compared with one another.
+#[derive(Default)]
+pub struct Vocabulary {
+    ids: FxHashMap<String, u32>,
+}
+
+impl Vocabulary {
+    /// The tokens of `text` (as `rare.text.tokenize` cuts them), as ids.
+    pub fn token_ids(&mut self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for_each_token(text, |token| {
+            let id = match self.ids.get(token) {
+                Some(&id) => id,
+                None => {
+                    let id = self.ids.len() as u32;
+                    self.ids.insert(token.to_string(), id);
+                    id
+                }
+            };
+            out.push(id);
+        });
+        out
+    }
+}
+
+/// The n-gram set of one text: slices of its token ids.
+pub type Shingles<'a> = FxHashSet<&'a [u32]>;
 
 impl NearDupRule {
     pub fn validate(&self) -> Result<(), String> {
@@ -45,15 +72,15 @@ impl NearDupRule {
         Ok(())
     }
 
-    pub fn shingles(&self, text: &str) -> Shingles {
-        let tokens = tokenize(text);
-        if tokens.is_empty() {
-            return Shingles::new();
+    /// The n-grams of a text given as token ids.
+    pub fn shingles<'a>(&self, ids: &'a [u32]) -> Shingles<'a> {
+        if ids.is_empty() {
+            return Shingles::default();
         }
-        if tokens.len() < self.ngram {
-            return std::iter::once(tokens.join(" ")).collect();
+        if ids.len() < self.ngram {
+            return std::iter::once(ids).collect();
         }
-        tokens.windows(self.ngram).map(|w| w.join(" ")).collect()
+        ids.windows(self.ngram).collect()
     }
 
     pub fn same(&self, a: &Shingles, b: &Shingles) -> bool {
@@ -66,7 +93,9 @@ impl NearDupRule {
     }
 
     pub fn is_near_duplicate(&self, a: &str, b: &str) -> bool {
-        self.same(&self.shingles(a), &self.shingles(b))
+        let mut vocabulary = Vocabulary::default();
+        let (a, b) = (vocabulary.token_ids(a), vocabulary.token_ids(b));
+        self.same(&self.shingles(&a), &self.shingles(&b))
     }
 }
 
@@ -89,7 +118,8 @@ mod tests {
     #[test]
     fn short_texts_are_one_ngram() {
         let rule = NearDupRule::default();
-        assert_eq!(rule.shingles("Three Short words").len(), 1);
+        let ids = Vocabulary::default().token_ids("Three Short words");
+        assert_eq!(rule.shingles(&ids).len(), 1);
         assert!(rule.is_near_duplicate("Three short words!", "three, SHORT words"));
         assert!(!rule.is_near_duplicate("three short words", "three short words more"));
     }

@@ -8,10 +8,12 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::sync::{Arc, RwLock};
 
+use rustc_hash::FxHashMap;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::fieldnorm::FieldNormReader;
-use tantivy::postings::Postings;
+use tantivy::postings::{Postings, SegmentPostings};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, Term, TERMINATED};
 
@@ -95,6 +97,12 @@ impl TopK {
         self.update_threshold();
     }
 
+    /// The score a new hit must beat: the worst kept one, or -inf while fewer than k are kept.
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
     fn update_threshold(&mut self) {
         if let Some(Reverse(worst)) = self.heap.peek() {
             self.threshold = worst.score;
@@ -169,92 +177,419 @@ impl SegmentCollector for SegmentTopK {
     }
 }
 
-/// Top `k` documents for the analyzed query `terms` (repeats count, as in Lucene's
-/// bag-of-words queries), scored with Lucene's BM25 at `k1`, `b`.
-pub fn search(
-    searcher: &Searcher,
+/// Documents are scored window by window: a window is this many consecutive document ids.
+/// Each query term also has a bound per window (see [`Bm25::bounds`]).
+const WINDOW: u32 = 8192;
+
+/// Window bounds are only worth computing for terms at least this frequent; rarer ones use
+/// their idf as the bound.
+const MIN_DF_FOR_BOUNDS: u32 = 512;
+
+/// Bounds are inflated by this factor so that rounding can never prune a document whose
+/// exact score would have entered the top k.
+const BOUND_SLACK: f64 = 1.0 + 1e-5;
+
+/// Fine bounds cover this many consecutive document ids.
+const BLOCK_SHIFT: u32 = 7;
+
+/// Where one term's `tf / (tf + n)` can be large in one segment: the maximum over each block
+/// of 128 document ids and over each window, rounded up to multiples of 1/255.
+pub struct TermBounds {
+    blocks: Box<[u8]>,
+    windows: Box<[u8]>,
+}
+
+impl TermBounds {
+    /// The quantized bound (0-255) of the block of `doc`.
+    #[inline]
+    fn block(&self, doc: DocId) -> f64 {
+        f64::from(self.blocks[(doc >> BLOCK_SHIFT) as usize])
+    }
+
+    /// The quantized bound (0-255) of window `w`.
+    #[inline]
+    fn window(&self, w: usize) -> f64 {
+        f64::from(self.windows[w])
+    }
+}
+
+type WindowBounds = Arc<TermBounds>;
+
+/// Lucene's BM25 (any k1, b) over one snapshot of the index, with exact top-k search.
+///
+/// Searching uses block-max MaxScore (Turtle & Flood's MaxScore with per-window score
+/// bounds, the shape of Lucene's `MaxScoreBulkScorer`): in each window of document ids the
+/// terms are sorted by the most they can add there; the cheapest ones whose bounds together
+/// cannot lift a document above the current k-th score are "non-essential" and are only
+/// looked up (by skipping) for candidates found through the other terms. A window where no
+/// term can lift a document that far is skipped. The window bounds of a term are computed
+/// the first time a query uses it (one pass over its postings) and kept for this snapshot.
+///
+/// A document's score is summed in f64, where the few f32 contributions add exactly, so it
+/// does not depend on the order the terms were visited in: the top m of a search is always
+/// the head of its top k, whatever was pruned.
+pub struct Bm25 {
     field: Field,
-    terms: &[String],
-    k: usize,
-    k1: f32,
-    b: f32,
-) -> Result<Vec<Hit>> {
-    let num_docs: u64 = searcher
-        .segment_readers()
-        .iter()
-        .map(|s| u64::from(s.max_doc()))
-        .sum();
-    let mut total_tokens = 0u64;
-    for seg in searcher.segment_readers() {
-        total_tokens += seg.inverted_index(field)?.total_num_tokens();
-    }
-    if num_docs == 0 || total_tokens == 0 || terms.is_empty() || k == 0 {
-        return Ok(Vec::new());
-    }
-    let avgdl = total_tokens as f32 / num_docs as f32;
-    let mut norm = [0f32; 256];
-    for (id, slot) in norm.iter_mut().enumerate() {
-        let dl = FieldNormReader::id_to_fieldnorm(id as u8) as f32;
-        *slot = k1 * (1.0 - b + b * dl / avgdl);
-    }
+    num_docs: u64,
+    /// `k1 * (1 - b + b * dl / avgdl)` for each one-byte fieldnorm id.
+    norm: [f32; 256],
+    bounds: RwLock<FxHashMap<(u32, Term), WindowBounds>>,
+}
 
-    // Unique terms in first-seen order, weighted by idf times how often the query repeats them.
-    let mut weighted: Vec<(Term, f32)> = Vec::new();
-    for text in terms {
-        let term = Term::from_field_text(field, text);
-        if let Some(entry) = weighted.iter_mut().find(|(t, _)| *t == term) {
-            entry.1 += 1.0;
+/// One query term in one segment.
+struct Clause {
+    postings: SegmentPostings,
+    weight: f32,
+    bounds: Option<WindowBounds>,
+    /// `weight` times the slack over 255: turns a quantized share into a score bound.
+    scale: f64,
+    /// The most the clause adds anywhere (its weight, with slack).
+    max: f64,
+    /// The clause's bound in the current window.
+    bound: f64,
+}
+
+impl Clause {
+    /// The most this clause can add in the block of `doc`.
+    #[inline]
+    fn block_bound(&self, doc: DocId) -> f64 {
+        match &self.bounds {
+            Some(m) => self.scale * m.block(doc),
+            None => self.max,
+        }
+    }
+}
+
+impl Bm25 {
+    pub fn new(searcher: &Searcher, field: Field, k1: f32, b: f32) -> Result<Self> {
+        let num_docs: u64 = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| u64::from(s.max_doc()))
+            .sum();
+        let mut total_tokens = 0u64;
+        for seg in searcher.segment_readers() {
+            total_tokens += seg.inverted_index(field)?.total_num_tokens();
+        }
+        let avgdl = if num_docs == 0 {
+            1.0
         } else {
-            weighted.push((term, 1.0));
+            (total_tokens as f32 / num_docs as f32).max(f32::MIN_POSITIVE)
+        };
+        let mut norm = [0f32; 256];
+        for (id, slot) in norm.iter_mut().enumerate() {
+            let dl = FieldNormReader::id_to_fieldnorm(id as u8) as f32;
+            *slot = k1 * (1.0 - b + b * dl / avgdl);
         }
-    }
-    let mut clauses: Vec<(Term, f32)> = Vec::with_capacity(weighted.len());
-    for (term, count) in weighted {
-        let df = searcher.doc_freq(&term)?;
-        if df > 0 {
-            clauses.push((term, count * idf(df, num_docs)));
-        }
+        Ok(Bm25 {
+            field,
+            num_docs,
+            norm,
+            bounds: RwLock::new(FxHashMap::default()),
+        })
     }
 
-    let mut top = TopK::new(k);
-    let mut acc: Vec<f32> = Vec::new();
-    for (ord, seg) in searcher.segment_readers().iter().enumerate() {
-        let inverted = seg.inverted_index(field)?;
-        let fieldnorms = seg.get_fieldnorms_reader(field)?;
-        acc.clear();
-        acc.resize(seg.max_doc() as usize, 0.0);
-        for (term, weight) in &clauses {
-            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::WithFreqs)?
-            else {
-                continue;
-            };
+    /// `tf / (tf + n)`: a term's share of its idf in one document.
+    #[inline]
+    fn saturation(&self, tf: u32, fieldnorm_id: u8) -> f32 {
+        let tf = tf as f32;
+        tf / (tf + self.norm[fieldnorm_id as usize])
+    }
+
+    /// The window bounds of `term` in segment `ord`, computed on first use.
+    fn bounds(
+        &self,
+        ord: u32,
+        seg: &SegmentReader,
+        term: &Term,
+        fieldnorms: &FieldNormReader,
+    ) -> Result<WindowBounds> {
+        let key = (ord, term.clone());
+        if let Some(found) = self
+            .bounds
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let max_doc = seg.max_doc();
+        let mut blocks = vec![0u8; max_doc.div_ceil(1 << BLOCK_SHIFT) as usize];
+        if let Some(mut postings) = seg
+            .inverted_index(self.field)?
+            .read_postings(term, IndexRecordOption::WithFreqs)?
+        {
             let mut doc = postings.doc();
             while doc != TERMINATED {
-                let tf = postings.term_freq() as f32;
-                let n = norm[fieldnorms.fieldnorm_id(doc) as usize];
-                if let Some(slot) = acc.get_mut(doc as usize) {
-                    *slot += weight * (tf / (tf + n));
-                }
+                let s = self.saturation(postings.term_freq(), fieldnorms.fieldnorm_id(doc));
+                // Round up, so the bound is never below the share it covers.
+                let q = (f64::from(s) * 255.0).ceil().min(255.0) as u8;
+                let slot = &mut blocks[(doc >> BLOCK_SHIFT) as usize];
+                *slot = (*slot).max(q);
                 doc = postings.advance();
             }
         }
-        let alive = seg.alive_bitset();
-        for (doc, &score) in acc.iter().enumerate() {
-            let doc = doc as u32;
-            if score > 0.0 && alive.is_none_or(|a| a.is_alive(doc)) {
-                top.push_ascending(Hit {
-                    score,
-                    addr: DocAddress::new(ord as u32, doc),
+        let per_window = (WINDOW >> BLOCK_SHIFT) as usize;
+        let windows = blocks
+            .chunks(per_window)
+            .map(|c| c.iter().copied().max().unwrap_or(0))
+            .collect();
+        let maxima: WindowBounds = Arc::new(TermBounds {
+            blocks: blocks.into(),
+            windows,
+        });
+        self.bounds
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, maxima.clone());
+        Ok(maxima)
+    }
+
+    /// The query's unique terms in first-seen order, each weighted by its idf times how often
+    /// the query repeats it; terms no document has are left out.
+    fn weighted_terms(&self, searcher: &Searcher, terms: &[String]) -> Result<Vec<(Term, f32)>> {
+        let mut weighted: Vec<(Term, f32)> = Vec::new();
+        for text in terms {
+            let term = Term::from_field_text(self.field, text);
+            if let Some(entry) = weighted.iter_mut().find(|(t, _)| *t == term) {
+                entry.1 += 1.0;
+            } else {
+                weighted.push((term, 1.0));
+            }
+        }
+        let mut clauses = Vec::with_capacity(weighted.len());
+        for (term, count) in weighted {
+            let df = searcher.doc_freq(&term)?;
+            if df > 0 {
+                clauses.push((term, count * idf(df, self.num_docs)));
+            }
+        }
+        Ok(clauses)
+    }
+
+    /// Top `k` documents for the analyzed query `terms` (repeats count, as in Lucene's
+    /// bag-of-words queries).
+    pub fn search(&self, searcher: &Searcher, terms: &[String], k: usize) -> Result<Vec<Hit>> {
+        if self.num_docs == 0 || terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let clauses = self.weighted_terms(searcher, terms)?;
+
+        let mut top = TopK::new(k);
+        let mut window = Window::default();
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            let ord = ord as u32;
+            let inverted = seg.inverted_index(self.field)?;
+            let fieldnorms = seg.get_fieldnorms_reader(self.field)?;
+            let mut segment_clauses = Vec::with_capacity(clauses.len());
+            for (term, weight) in &clauses {
+                let Some(postings) = inverted.read_postings(term, IndexRecordOption::WithFreqs)?
+                else {
+                    continue;
+                };
+                let windows = if postings.doc_freq() >= MIN_DF_FOR_BOUNDS {
+                    Some(self.bounds(ord, seg, term, &fieldnorms)?)
+                } else {
+                    None
+                };
+                let max = f64::from(*weight) * BOUND_SLACK;
+                segment_clauses.push(Clause {
+                    postings,
+                    weight: *weight,
+                    bounds: windows,
+                    scale: max / 255.0,
+                    max,
+                    bound: max,
                 });
+            }
+            let alive = seg.alive_bitset();
+            self.max_score(
+                Segment {
+                    ord,
+                    max_doc: seg.max_doc(),
+                    fieldnorms: &fieldnorms,
+                    is_alive: |doc| alive.is_none_or(|a| a.is_alive(doc)),
+                },
+                segment_clauses,
+                &mut top,
+                &mut window,
+            );
+        }
+        Ok(top.into_sorted())
+    }
+
+    fn max_score<F: Fn(DocId) -> bool>(
+        &self,
+        seg: Segment<'_, F>,
+        mut clauses: Vec<Clause>,
+        top: &mut TopK,
+        window: &mut Window,
+    ) {
+        let n = clauses.len();
+        // Clauses in ascending order of their bound in the current window (indices: the
+        // clauses themselves are large and stay put).
+        let mut order: Vec<usize> = (0..n).collect();
+        // upto[i]: the most the clauses order[..i] can add together.
+        let mut upto = vec![0f64; n + 1];
+        let mut rest_blocks = [0f64; (WINDOW >> BLOCK_SHIFT) as usize];
+        for start in (0..seg.max_doc).step_by(WINDOW as usize) {
+            let end = start.saturating_add(WINDOW).min(seg.max_doc);
+            let w = (start / WINDOW) as usize;
+            for c in clauses.iter_mut() {
+                c.bound = c.bounds.as_ref().map_or(c.max, |m| c.scale * m.window(w));
+            }
+            order.sort_unstable_by(|&x, &y| clauses[x].bound.total_cmp(&clauses[y].bound));
+            for i in 0..n {
+                upto[i + 1] = upto[i] + clauses[order[i]].bound;
+            }
+            let theta = f64::from(top.threshold());
+            let mut essential_from = 0;
+            while essential_from < n && upto[essential_from + 1] <= theta {
+                essential_from += 1;
+            }
+            if essential_from == n {
+                continue; // no document of this window can enter the top k
+            }
+            let (lookups, essential) = order.split_at(essential_from);
+            let mut any = false;
+            for &e in essential {
+                let c = &mut clauses[e];
+                let mut doc = c.postings.doc();
+                if doc < start {
+                    doc = c.postings.seek(start);
+                }
+                while doc < end {
+                    let i = (doc - start) as usize;
+                    let tf = c.postings.term_freq();
+                    let s = c.weight * self.saturation(tf, seg.fieldnorms.fieldnorm_id(doc));
+                    window.scores[i] += f64::from(s);
+                    window.touched[i / 64] |= 1 << (i % 64);
+                    any = true;
+                    doc = c.postings.advance();
+                }
+            }
+            if !any {
+                continue;
+            }
+            // What the non-essential terms can add in each block of the window.
+            let blocks_in_window = (end - start).div_ceil(1 << BLOCK_SHIFT) as usize;
+            for (b, rest) in rest_blocks.iter_mut().enumerate().take(blocks_in_window) {
+                let first_doc = start + ((b as u32) << BLOCK_SHIFT);
+                *rest = lookups
+                    .iter()
+                    .map(|&l| clauses[l].block_bound(first_doc))
+                    .sum();
+            }
+            let all_lookups = upto[essential_from];
+            for word in 0..window.touched.len() {
+                let mut bits = std::mem::take(&mut window.touched[word]);
+                while bits != 0 {
+                    let i = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let doc = start + i as u32;
+                    let mut score = std::mem::take(&mut window.scores[i]);
+                    let theta = f64::from(top.threshold());
+                    if score + all_lookups <= theta || !(seg.is_alive)(doc) {
+                        continue;
+                    }
+                    // Complete the score from the non-essential terms, the most valuable
+                    // first, giving up once even their bounds in this document's block
+                    // cannot make it enter.
+                    let mut rest = rest_blocks[i >> BLOCK_SHIFT];
+                    let mut pruned = false;
+                    for &l in lookups.iter().rev() {
+                        if score + rest <= theta {
+                            pruned = true;
+                            break;
+                        }
+                        let c = &mut clauses[l];
+                        rest -= c.block_bound(doc);
+                        let mut at = c.postings.doc();
+                        if at < doc {
+                            at = c.postings.seek(doc);
+                        }
+                        if at == doc {
+                            let tf = c.postings.term_freq();
+                            let s =
+                                c.weight * self.saturation(tf, seg.fieldnorms.fieldnorm_id(doc));
+                            score += f64::from(s);
+                        }
+                    }
+                    if !pruned && score > theta {
+                        top.push_ascending(Hit {
+                            score: score as f32,
+                            addr: DocAddress::new(seg.ord, doc),
+                        });
+                    }
+                }
             }
         }
     }
-    Ok(top.into_sorted())
+}
+
+/// What [`Bm25::max_score`] needs of one segment.
+struct Segment<'a, F: Fn(DocId) -> bool> {
+    ord: u32,
+    max_doc: DocId,
+    fieldnorms: &'a FieldNormReader,
+    is_alive: F,
+}
+
+/// Per-window scratch space: f64 partial scores and a bitset of the documents touched.
+struct Window {
+    scores: Vec<f64>,
+    touched: Vec<u64>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            scores: vec![0.0; WINDOW as usize],
+            touched: vec![0; WINDOW as usize / 64],
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Every document matching `terms`, scored without any pruning, best first.
+    pub(crate) fn exhaustive(bm25: &Bm25, searcher: &Searcher, terms: &[String]) -> Vec<Hit> {
+        let clauses = bm25.weighted_terms(searcher, terms).unwrap();
+        let mut hits = Vec::new();
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            let inverted = seg.inverted_index(bm25.field).unwrap();
+            let fieldnorms = seg.get_fieldnorms_reader(bm25.field).unwrap();
+            let mut scores = vec![0f64; seg.max_doc() as usize];
+            let mut matched = vec![false; seg.max_doc() as usize];
+            for (term, weight) in &clauses {
+                let postings = inverted
+                    .read_postings(term, IndexRecordOption::WithFreqs)
+                    .unwrap();
+                let Some(mut postings) = postings else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    let share = bm25.saturation(postings.term_freq(), fieldnorms.fieldnorm_id(doc));
+                    scores[doc as usize] += f64::from(weight * share);
+                    matched[doc as usize] = true;
+                    doc = postings.advance();
+                }
+            }
+            for (doc, score) in scores.into_iter().enumerate() {
+                if matched[doc] {
+                    hits.push(Hit {
+                        score: score as f32,
+                        addr: DocAddress::new(ord as u32, doc as u32),
+                    });
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.cmp(a));
+        hits
+    }
 
     #[test]
     fn topk_keeps_best_and_breaks_ties_by_address() {
