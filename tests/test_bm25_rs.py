@@ -108,6 +108,22 @@ def test_mine_equals_the_python_default(cacm_tantivy, cacm_docs, num_neg, start_
             assert got == pytest.approx(want)
 
 
+def test_mining_searches_deeper_past_many_near_duplicates() -> None:
+    """Mining first asks for 2 * (start_rank + num_neg) + 4 hits; when all of them are the
+    positive and its near-duplicates it must search again, to ``depth``."""
+    base = " ".join(f"w{i}" for i in range(60))
+    ids = [f"dup{i}" for i in range(15)] + [f"other{i}" for i in range(10)]
+    texts = ([f"{base} tail{i}" for i in range(15)]
+             + [f"w{i} w{i + 1} unrelated words number {i}" for i in range(10)])
+    retriever = TantivyRetriever()
+    retriever.index(ids, texts)
+    got = retriever.mine([base], ["dup0"], num_neg=3, depth=50)
+    want = Retriever.mine(retriever, [base], ["dup0"], 3, depth=50)
+    assert list(got) == list(want) and got.shortfall == [0]
+    assert all(doc.startswith("other") for doc in got[0])
+    assert got.scores == want.scores
+
+
 def test_start_rank_skips_top_candidates(cacm_tantivy) -> None:
     query, pos = ["parallel sorting algorithms on multiprocessors"], ["CACM-none"]
     plain = cacm_tantivy.mine(query, pos, num_neg=6)
