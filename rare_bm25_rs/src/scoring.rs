@@ -1,7 +1,8 @@
 //! Lucene's BM25 for any k1 and b, over tantivy's postings and fieldnorms.
 //!
-//! tantivy hard-codes k1=1.2, b=0.75; for other values this scores term at a time into a
-//! dense accumulator per segment. Statistics are tantivy's (N = documents in all segments,
+//! tantivy hard-codes k1=1.2, b=0.75; [`Bm25`] scores any k1/b, with exact top-k pruning
+//! (block-max MaxScore), and is the default scorer for every setting since it measured
+//! faster than tantivy's own. Statistics are tantivy's (N = documents in all segments,
 //! avgdl = tokens / N, idf = ln(1 + (N - df + 0.5) / (df + 0.5))), document lengths are the
 //! same one-byte lossy fieldnorms Lucene and tantivy both use, and the score has no
 //! `(k1 + 1)` factor, as in Lucene >= 8.
@@ -185,6 +186,10 @@ const WINDOW: u32 = 8192;
 /// their idf as the bound.
 const MIN_DF_FOR_BOUNDS: u32 = 512;
 
+/// Memory the term bounds of one snapshot may take (a term takes one byte per 128 documents
+/// of a segment); past it the cache starts afresh.
+const BOUNDS_BUDGET_BYTES: usize = 256 << 20;
+
 /// Bounds are inflated by this factor so that rounding can never prune a document whose
 /// exact score would have entered the top k.
 const BOUND_SLACK: f64 = 1.0 + 1e-5;
@@ -215,6 +220,13 @@ impl TermBounds {
 
 type WindowBounds = Arc<TermBounds>;
 
+/// The bounds of the terms queries have used, by (segment ordinal, term).
+#[derive(Default)]
+struct BoundsCache {
+    terms: FxHashMap<(u32, Term), WindowBounds>,
+    bytes: usize,
+}
+
 /// Lucene's BM25 (any k1, b) over one snapshot of the index, with exact top-k search.
 ///
 /// Searching uses block-max MaxScore (Turtle & Flood's MaxScore with per-window score
@@ -233,7 +245,7 @@ pub struct Bm25 {
     num_docs: u64,
     /// `k1 * (1 - b + b * dl / avgdl)` for each one-byte fieldnorm id.
     norm: [f32; 256],
-    bounds: RwLock<FxHashMap<(u32, Term), WindowBounds>>,
+    bounds: RwLock<BoundsCache>,
 }
 
 /// One query term in one segment.
@@ -285,7 +297,7 @@ impl Bm25 {
             field,
             num_docs,
             norm,
-            bounds: RwLock::new(FxHashMap::default()),
+            bounds: RwLock::new(BoundsCache::default()),
         })
     }
 
@@ -309,6 +321,7 @@ impl Bm25 {
             .bounds
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .terms
             .get(&key)
         {
             return Ok(found.clone());
@@ -338,10 +351,18 @@ impl Bm25 {
             blocks: blocks.into(),
             windows,
         });
-        self.bounds
+        let mut cache = self
+            .bounds
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key, maxima.clone());
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bytes = maxima.blocks.len() + maxima.windows.len();
+        if cache.bytes + bytes > BOUNDS_BUDGET_BYTES {
+            cache.terms.clear();
+            cache.bytes = 0;
+        }
+        if cache.terms.insert(key, maxima.clone()).is_none() {
+            cache.bytes += bytes;
+        }
         Ok(maxima)
     }
 
