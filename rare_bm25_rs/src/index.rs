@@ -1,8 +1,6 @@
 //! The BM25 index: build, open, search and mine, with no Python in sight.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use rayon::prelude::*;
 use rayon::ThreadPool;
+use rustc_hash::FxHashSet;
 use tantivy::collector::TopDocs;
 use tantivy::index::SegmentId;
 use tantivy::query::BooleanQuery;
@@ -678,15 +677,16 @@ impl Bm25Index {
             (Some(_), Some(texts)) => texts[qi].clone(),
             (Some(_), None) => self.text_of(snap, positive)?,
         };
+        // `pos_text` is only ever set when there is a rule; an empty one matches nothing.
         let mut vocabulary = Vocabulary::default();
-        let pos_ids = match (&req.rule, &pos_text) {
-            (Some(_), Some(text)) if !text.is_empty() => Some(vocabulary.token_ids(text)),
-            _ => None,
-        };
-        let pos_shingles = match (&req.rule, &pos_ids) {
-            (Some(rule), Some(ids)) => Some((rule, rule.shingles(ids))),
-            _ => None,
-        };
+        let pos_ids = pos_text
+            .filter(|text| !text.is_empty())
+            .map(|text| vocabulary.token_ids(&text));
+        let pos_shingles = req
+            .rule
+            .as_ref()
+            .zip(pos_ids.as_deref())
+            .map(|(rule, ids)| (rule, rule.shingles(ids)));
         // Our scorer's top m is exactly the head of its top k, so a short search usually
         // settles the query: room for the positive and a few near-duplicates of it. Only
         // a query that runs out searches again, to the full depth.

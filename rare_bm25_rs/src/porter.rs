@@ -25,43 +25,33 @@ impl Word {
         }
     }
 
-    /// The number of vowel-consonant sequences in `b[0..=j]`.
-    fn m(&self) -> usize {
-        let j = self.j;
-        let mut n = 0;
-        let mut i: isize = 0;
-        loop {
-            if i > j {
-                return n;
-            }
-            if !self.cons(i as usize) {
-                break;
+    /// The first index from `i` on, up to `j`, whose letter is a consonant (`consonant`) or a
+    /// vowel (`!consonant`); None past `j`.
+    fn skip_to(&self, mut i: isize, consonant: bool) -> Option<isize> {
+        while i <= self.j {
+            if self.cons(i as usize) == consonant {
+                return Some(i);
             }
             i += 1;
         }
-        i += 1;
+        None
+    }
+
+    /// The number of vowel-consonant sequences in `b[0..=j]`: [C](VC)^m[V].
+    fn m(&self) -> usize {
+        let mut n = 0;
+        let Some(mut i) = self.skip_to(0, false) else {
+            return n;
+        };
         loop {
-            loop {
-                if i > j {
-                    return n;
-                }
-                if self.cons(i as usize) {
-                    break;
-                }
-                i += 1;
-            }
-            i += 1;
+            let Some(c) = self.skip_to(i + 1, true) else {
+                return n;
+            };
             n += 1;
-            loop {
-                if i > j {
-                    return n;
-                }
-                if !self.cons(i as usize) {
-                    break;
-                }
-                i += 1;
-            }
-            i += 1;
+            let Some(v) = self.skip_to(c + 1, false) else {
+                return n;
+            };
+            i = v;
         }
     }
 

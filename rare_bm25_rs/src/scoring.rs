@@ -218,12 +218,10 @@ impl TermBounds {
     }
 }
 
-type WindowBounds = Arc<TermBounds>;
-
 /// The bounds of the terms queries have used, by (segment ordinal, term).
 #[derive(Default)]
 struct BoundsCache {
-    terms: FxHashMap<(u32, Term), WindowBounds>,
+    terms: FxHashMap<(u32, Term), Arc<TermBounds>>,
     bytes: usize,
 }
 
@@ -252,7 +250,7 @@ pub struct Bm25 {
 struct Clause {
     postings: SegmentPostings,
     weight: f32,
-    bounds: Option<WindowBounds>,
+    bounds: Option<Arc<TermBounds>>,
     /// `weight` times the slack over 255: turns a quantized share into a score bound.
     scale: f64,
     /// The most the clause adds anywhere (its weight, with slack).
@@ -315,7 +313,7 @@ impl Bm25 {
         seg: &SegmentReader,
         term: &Term,
         fieldnorms: &FieldNormReader,
-    ) -> Result<WindowBounds> {
+    ) -> Result<Arc<TermBounds>> {
         let key = (ord, term.clone());
         if let Some(found) = self
             .bounds
@@ -347,7 +345,7 @@ impl Bm25 {
             .chunks(per_window)
             .map(|c| c.iter().copied().max().unwrap_or(0))
             .collect();
-        let maxima: WindowBounds = Arc::new(TermBounds {
+        let maxima: Arc<TermBounds> = Arc::new(TermBounds {
             blocks: blocks.into(),
             windows,
         });
@@ -408,7 +406,7 @@ impl Bm25 {
                 else {
                     continue;
                 };
-                let windows = if postings.doc_freq() >= MIN_DF_FOR_BOUNDS {
+                let bounds = if postings.doc_freq() >= MIN_DF_FOR_BOUNDS {
                     Some(self.bounds(ord, seg, term, &fieldnorms)?)
                 } else {
                     None
@@ -417,7 +415,7 @@ impl Bm25 {
                 segment_clauses.push(Clause {
                     postings,
                     weight: *weight,
-                    bounds: windows,
+                    bounds,
                     scale: max / 255.0,
                     max,
                     bound: max,
