@@ -162,7 +162,7 @@ def cache_group() -> None:
 @click.option("--dir", "directory", help="Cache directory (default: the shared one).")
 def cache_info(directory: str | None) -> None:
     """Where the response cache lives and how many replies it holds."""
-    from rare.cache import ResponseCache
+    from rare.llm import ResponseCache
 
     cache = ResponseCache(directory)
     click.echo(f"{cache.directory}: {len(cache)} cached replies")
@@ -173,7 +173,7 @@ def cache_info(directory: str | None) -> None:
 @click.option("--dir", "directory", help="Cache directory (default: the shared one).")
 def cache_clear(directory: str | None) -> None:
     """Delete every cached reply."""
-    from rare.cache import ResponseCache
+    from rare.llm import ResponseCache
 
     cache = ResponseCache(directory)
     removed = cache.clear()

@@ -21,8 +21,7 @@ import pytest
 from conftest import shared
 from fault_server import FaultServerProcess
 
-from rare.cache import Journal
-from rare.llm import Completion
+from rare.llm import Completion, Journal
 from rare.storage import read_records, write_records
 
 ROWS = 24

@@ -100,7 +100,7 @@ def _status_detail(exc: Any) -> str:
 
 
 class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
-    """Chat completions through the ``openai`` client, ``max_workers`` requests at a time.
+    """Chat completions through the ``openai`` async client, ``max_workers`` requests in flight.
 
     The key comes from ``api_key``, else the environment variable ``key_name_of_api_key``,
     else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none.
@@ -157,9 +157,8 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         self.retry_backoff_max = retry_backoff_max
         self.max_retry_wait = max_retry_wait
         self._openai = openai
-        # Retries are ours (see complete): one policy for every fault, with stable reasons.
-        self.client = openai.OpenAI(base_url=base_url_of(api_url), api_key=key,
-                                    timeout=timeout, max_retries=0)
+        self._key = key
+        self._client: Any = None  # made on the executor's event loop, on first use
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "api_url": self.api_url,
@@ -191,11 +190,23 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
             kwargs["extra_body"] = self.extra_body
         return kwargs
 
-    def _attempt(self, kwargs: dict[str, Any]) -> Completion:
+    def client(self) -> Any:
+        """The async client (made on the executor's loop): ``max_workers`` connections kept
+        open, and no retries of its own (ours, in :meth:`acomplete`, have one policy and
+        stable reasons for every fault)."""
+        if self._client is None:
+            openai = self._openai
+            self._client = openai.AsyncOpenAI(
+                base_url=base_url_of(self.api_url), api_key=self._key, timeout=self.timeout,
+                max_retries=0, http_client=openai.DefaultAsyncHttpxClient(
+                    timeout=self.timeout, limits=connection_limits(self.max_workers)))
+        return self._client
+
+    async def _attempt(self, kwargs: dict[str, Any]) -> Completion:
         """One HTTP request: a Completion (ok, or failed for good), or CallFailed to retry."""
         openai = self._openai
         try:
-            response = self.client.chat.completions.create(**kwargs)
+            response = await self.client().chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             raise CallFailed("timeout", f"no reply within {self.timeout:g} s", True) from None
         except openai.APIConnectionError as exc:
@@ -213,65 +224,87 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
             # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
             raise CallFailed("malformed_body", _short(exc) or type(exc).__name__,
                              True) from None
-        if isinstance(response, (str, bytes)):  # the client hands back a non-JSON body as text
-            raise CallFailed("malformed_body", f"not a JSON body: {_short(response, 60)!r}",
-                             True)
-        usage = getattr(response, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-        choices = getattr(response, "choices", None)
-        if choices is None:
-            raise CallFailed("malformed_body", "the body has no 'choices'", True)
-        if not choices:
-            raise CallFailed("empty_choices", "the reply had no choices", True)
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None) if message is not None else None
-        finish = getattr(choice, "finish_reason", None)
-        error = None
-        if not isinstance(text, str) or not text:
-            # not retried here: the same request tends to give the same empty reply; the
-            # stages ask again with another seed
-            error = f"empty_reply: the reply had no content (finish_reason={finish})"
-            text = None
-        return Completion(text=text, finish_reason=finish, error=error,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return read_reply(response)
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (1-based), with up to 25% jitter off."""
         base = min(self.retry_backoff * 2.0 ** (retry - 1), self.retry_backoff_max)
         return base * (1.0 - 0.25 * random.random())
 
-    def complete(self, request: ChatRequest) -> Completion:
+    def after_failure(self, failure: CallFailed, attempt: int) -> tuple[Completion, float | None]:
+        """The failed completion of ``attempt``, and the seconds to wait before the next
+        (None: no next attempt)."""
+        error = f"{failure.reason}: {failure.detail}"
+        if attempt > 1:
+            error += f" (after {attempt} attempts)"
+        failed = Completion(text=None, error=error, attempts=attempt)
+        if not failure.retry or attempt > self.max_retries:
+            return failed, None
+        wait = failure.retry_after
+        if wait is None:
+            return failed, self.backoff(attempt)
+        if wait > self.max_retry_wait:
+            failed.error = (f"{error}; the server asked to wait {wait:g} s, more than "
+                            f"max_retry_wait={self.max_retry_wait:g}")
+            return failed, None
+        return failed, wait
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
         kwargs = self._kwargs(request)
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = self._attempt(kwargs)
+                result = await self._attempt(kwargs)
                 result.attempts = attempt
                 return result
             except CallFailed as failure:
-                error = f"{failure.reason}: {failure.detail}"
-                if attempt > 1:
-                    error += f" (after {attempt} attempts)"
-                failed = Completion(text=None, error=error, attempts=attempt)
-                if not failure.retry or attempt > self.max_retries:
-                    return failed
-                wait = failure.retry_after
+                failed, wait = self.after_failure(failure, attempt)
                 if wait is None:
-                    wait = self.backoff(attempt)
-                elif wait > self.max_retry_wait:
-                    failed.error = (f"{error}; the server asked to wait {wait:g} s, more "
-                                    f"than max_retry_wait={self.max_retry_wait:g}")
                     return failed
-                if not self.sleep_unless_cancelled(wait):
-                    failed.error = f"cancelled: stopped while retrying ({error})"
+                if not await self.asleep_unless_cancelled(wait):
+                    failed.error = f"cancelled: stopped while retrying ({failed.error})"
                     return failed
 
-    def close(self) -> None:
-        self.client.close()
-        super().close()
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+def connection_limits(connections: int) -> Any:
+    """The HTTP client's pool limits for ``connections`` requests in flight, all kept alive
+    (the openai client's default keeps 100 alive, so more in flight open new connections)."""
+    from openai._constants import DEFAULT_CONNECTION_LIMITS  # httpx or httpx2, as openai's
+
+    return type(DEFAULT_CONNECTION_LIMITS)(max_connections=connections,
+                                           max_keepalive_connections=connections)
+
+
+def read_reply(response: Any) -> Completion:
+    """The completion in a chat-completions response, or CallFailed when there is none."""
+    if isinstance(response, (str, bytes)):  # the client hands back a non-JSON body as text
+        raise CallFailed("malformed_body", f"not a JSON body: {_short(response, 60)!r}", True)
+    usage = getattr(response, "usage", None)
+    prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+    completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+    choices = getattr(response, "choices", None)
+    if choices is None:
+        raise CallFailed("malformed_body", "the body has no 'choices'", True)
+    if not choices:
+        raise CallFailed("empty_choices", "the reply had no choices", True)
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None) if message is not None else None
+    finish = getattr(choice, "finish_reason", None)
+    error = None
+    if not isinstance(text, str) or not text:
+        # not retried here: the same request tends to give the same empty reply; the
+        # stages ask again with another seed
+        error = f"empty_reply: the reply had no content (finish_reason={finish})"
+        text = None
+    return Completion(text=text, finish_reason=finish, error=error,
+                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing
-from rare.cache import Journal
+from rare.llm import Journal
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
