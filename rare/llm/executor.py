@@ -156,7 +156,7 @@ _DONE = None  # what a worker puts on the queue when it stops
 class _Batch:
     """The requests still to call, handed out to workers; finished ones go to ``out``."""
 
-    def __init__(self, requests: list[ChatRequest], keys: list[str | None],
+    def __init__(self, requests: list[ChatRequest], keys: list[str],
                  journal: Journal | None) -> None:
         self.requests = requests
         self.keys = keys
@@ -181,7 +181,7 @@ class _Batch:
     def deliver(self, n: int, result: Completion) -> None:
         """A finished call: journal it first (a killed run resumes from it), then report."""
         key = self.keys[n]
-        if result.ok and key is not None and self.journal is not None:
+        if result.ok and self.journal is not None:
             self.journal.put(key, result)
         with self._lock:
             self.delivered += 1
@@ -374,14 +374,12 @@ class BatchExecutor:
         backend = self.backend
         style = backend.call_style()
         cache = backend.open_cache()
-        keys: list[str | None] = [None] * len(requests)
-        if cache is not None or journal is not None:
-            settings = backend.settings()
-            keys = [request_key(settings, r) for r in requests]
+        settings = backend.settings()
+        keys = [request_key(settings, r) for r in requests]
         # identical requests (same key) are answered by one call
-        groups: dict[Any, list[int]] = {}
+        groups: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
-            groups.setdefault(key if key is not None else ("row", i), []).append(i)
+            groups.setdefault(key, []).append(i)
         work = list(groups.values())
 
         results: list[Completion | None] = [None] * len(requests)
@@ -404,9 +402,9 @@ class BatchExecutor:
             for members in work:
                 key = keys[members[0]]
                 hit, source = None, ""
-                if key is not None and journal is not None:
+                if journal is not None:
                     hit, source = journal.get(key), "journal"
-                if hit is None and key is not None and cache is not None:
+                if hit is None and cache is not None:
                     hit, source = cache.get(key), "cache"
                     if hit is not None and journal is not None:
                         journal.put(key, hit)
@@ -426,7 +424,7 @@ class BatchExecutor:
         return [r for r in results if r is not None]
 
     def _call(self, backend: Backend, style: CallStyle, requests: Sequence[ChatRequest],
-              keys: list[str | None], pending: list[list[int]], journal: Journal | None,
+              keys: list[str], pending: list[list[int]], journal: Journal | None,
               cache: ResponseCache | None, settle: Any) -> None:
         """Call the serving for every group of ``pending``; settle each as it finishes."""
         batch = _Batch([requests[m[0]] for m in pending], [keys[m[0]] for m in pending],
@@ -455,7 +453,7 @@ class BatchExecutor:
 
         def handle(n: int, result: Completion) -> None:
             key = keys[pending[n][0]]
-            if result.ok and key is not None and cache is not None:
+            if result.ok and cache is not None:
                 cache.put(key, result)
             settle(pending[n], result, "call")
 

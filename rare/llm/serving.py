@@ -170,7 +170,7 @@ class LLMServing:
         elif cache is False:
             cache = None
         # not ``cache or None``: an empty ResponseCache has len() 0 and is falsy
-        self.response_cache = cache  # type: ignore[assignment]
+        self.response_cache = cache
 
     def open_cache(self) -> ResponseCache | None:
         """The response cache to use now (opening the shared one on first use), or None."""
