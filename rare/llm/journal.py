@@ -2,8 +2,10 @@
 
 One per step, beside the step's output file: an append-only JSONL file with one line per
 finished request, written and flushed before the call's slot takes another request, and
-fsync'd in batches. A run killed at any moment (SIGKILL included) replays it when run
-again, so a finished request is never sent again, cache or no cache.
+fsync'd in batches by a thread of its own (an fsync takes milliseconds; the event loop
+that writes the lines must not wait for it). A run killed at any moment (SIGKILL
+included) replays it when run again, so a finished request is never sent again, cache or
+no cache; a power cut loses at most the lines not yet fsync'd.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ class Journal:
 
     Each line is ``{"key": ..., "completion": {...}}``. A torn last line (the process died
     mid-write) is ignored on reading. Lines are written and flushed at once, so a killed
-    process loses nothing it finished; ``fsync`` runs every ``sync_every`` lines or
-    ``sync_seconds`` so that a power cut loses at most that much.
+    process loses nothing it finished; ``fsync`` runs, in the background, once
+    ``sync_every`` lines or ``sync_seconds`` have gone unsynced, and at ``close()``.
     """
 
     def __init__(self, path: str | os.PathLike[str], sync_every: int = 16,
@@ -37,7 +39,10 @@ class Journal:
         self.entries: dict[str, Completion] = {}
         self._lock = threading.Lock()
         self._unsynced = 0
-        self._last_sync = time.monotonic()
+        self._first_unsynced = 0.0  # when the oldest unsynced line was written
+        self._wake = threading.Condition(self._lock)
+        self._syncer: threading.Thread | None = None
+        self._closing = False
         self.replayed = 0
         if self.path.exists():
             self._load()
@@ -86,21 +91,48 @@ class Journal:
             self._fh.write(line + "\n")
             self._fh.flush()
             self._unsynced += 1
-            now = time.monotonic()
-            if self._unsynced >= self.sync_every or now - self._last_sync >= self.sync_seconds:
-                os.fsync(self._fh.fileno())
+            if self._unsynced == 1:
+                self._first_unsynced = time.monotonic()
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._sync_loop, daemon=True,
+                                                name=f"journal-sync {self.path.name}")
+                self._syncer.start()
+            elif self._unsynced == 1 or self._unsynced >= self.sync_every:
+                self._wake.notify()  # a new deadline, or a full batch
+
+    def _sync_loop(self) -> None:
+        """fsync once ``sync_every`` lines or ``sync_seconds`` are unsynced; end at close."""
+        while True:
+            with self._lock:
+                while not self._closing and self._unsynced < self.sync_every:
+                    left = (self._first_unsynced + self.sync_seconds - time.monotonic()
+                            if self._unsynced else None)
+                    if left is not None and left <= 0:
+                        break
+                    self._wake.wait(left)
+                if self._closing:
+                    return
                 self._unsynced = 0
-                self._last_sync = now
+                fd = self._fh.fileno()
+            os.fsync(fd)  # outside the lock: writers go on meanwhile; close() waits for it
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def close(self) -> None:
         with self._lock:
-            if not self._fh.closed:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
+            if self._fh.closed:
+                return
+            self._closing = True
+            self._wake.notify_all()
+            syncer = self._syncer
+        if syncer is not None:
+            syncer.join()  # its fsync in progress ends before the file closes
+        with self._lock:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._unsynced = 0
 
     def __enter__(self) -> Journal:
         return self
