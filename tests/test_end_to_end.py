@@ -129,8 +129,9 @@ def test_pipeline_through_an_openai_compatible_server(tmp_path: Path, llama_serv
                                     model_name="smollm2", max_workers=2, max_tokens=REPLY,
                                     structured_output="json_object", context_window=N_CTX,
                                     seed=0, temperature=0.3)
-    report = Pipeline(rare_steps(), serving=serving).run(
-        tmp_path / "docs.jsonl", tmp_path / "out.parquet", cache_path=tmp_path / "cache")
+    with serving:  # closes its HTTP session and event loop
+        report = Pipeline(rare_steps(), serving=serving).run(
+            tmp_path / "docs.jsonl", tmp_path / "out.parquet", cache_path=tmp_path / "cache")
     out = read_records(tmp_path / "out.parquet")
     assert report.rows_in == report.rows_out == len(out) == 5
     assert check_rows(out) >= 1
