@@ -13,7 +13,14 @@ import tomllib
 
 from rare import plugins
 from rare.errors import RareError
-from rare.pipeline import Pipeline, RunReport, StageReport, rare_steps, steps_from_config
+from rare.pipeline import (
+    Pipeline,
+    RunReport,
+    StageReport,
+    check_config,
+    rare_steps,
+    steps_from_config,
+)
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -100,6 +107,10 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
             config = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise click.ClickException(f"{config_path}: {exc}") from None
+    try:
+        check_config(config, config_path or "config")
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
     pipe = config.get("pipeline", {})
     serving_cfg = dict(config.get("serving", {}))
     retriever_cfg = dict(config.get("retriever", {}))
@@ -118,18 +129,15 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
     retriever_name = retriever or retriever_cfg.pop("name", None)
     retriever_opts = {k: v for k, v in retriever_cfg.items() if k != "name"}
     retriever_opts.update(_parse_options(retriever_option, "--retriever-option"))
-    if "steps" in config:
-        steps = steps_from_config(config)
-    else:
-        steps = rare_steps(text_key or pipe.get("text_key", "text"),
-                           num_neg or pipe.get("num_neg", 3))
-
     try:
-        pipeline = Pipeline(steps, retriever=retriever_name, retriever_options=retriever_opts)
-        if pipeline.needs_llm():
-            import rare.serving
-
-            pipeline.serving = rare.serving.create(serving_name, **serving_opts)
+        if "steps" in config:
+            steps = steps_from_config(config)
+        else:
+            steps = rare_steps(text_key or pipe.get("text_key", "text"),
+                               num_neg or pipe.get("num_neg", 3))
+        pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
+                            retriever=retriever_name, retriever_options=retriever_opts)
+        if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)
             elif response_cache or pipe.get("response_cache"):
