@@ -90,6 +90,9 @@ def cli(verbose: bool) -> None:
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
+@click.option("--batch-size", type=int,
+              help="Rows read, transformed and written at a time (default: 1024, or "
+                   "$RARE_BATCH_SIZE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
 @click.option("--response-cache", "response_cache",
               help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
@@ -98,7 +101,7 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
-        cache_dir: str | None, cache_type: str | None, no_cache: bool,
+        cache_dir: str | None, cache_type: str | None, batch_size: int | None, no_cache: bool,
         response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
@@ -136,7 +139,8 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
             steps = rare_steps(text_key or pipe.get("text_key", "text"),
                                num_neg or pipe.get("num_neg", 3))
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
-                            retriever=retriever_name, retriever_options=retriever_opts)
+                            retriever=retriever_name, retriever_options=retriever_opts,
+                            batch_size=batch_size or pipe.get("batch_size"))
         if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)

@@ -42,7 +42,7 @@ def rare_steps(text_key: str = "text", num_neg: int = 3) -> list[Step]:
 STEP_KEYS = ("operator", "init", "run")
 CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "steps")
 PIPELINE_KEYS = ("input", "output", "cache_path", "cache_type", "text_key", "num_neg",
-                 "no_cache", "response_cache")
+                 "no_cache", "response_cache", "batch_size")
 
 
 def check_config(config: dict[str, Any], source: str = "config") -> None:
@@ -184,5 +184,5 @@ class Pipeline:
 
         storage = FileStorage(str(input_path), cache_path=str(cache_path),
                               file_name_prefix=file_name_prefix, cache_type=cache_type)
-        runner = LocalRunner(**({"batch_size": self.batch_size} if self.batch_size else {}))
+        runner = LocalRunner(self.batch_size)
         return runner.run(self, storage, output_path, on_stage=on_stage)

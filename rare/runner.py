@@ -11,6 +11,7 @@ meanwhile as compressed pickles (a fraction of the file's size) and replays them
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
 import zlib
@@ -27,7 +28,17 @@ from rare.storage import FileStorage, Storage
 log = logging.getLogger("rare")
 
 #: rows per batch; LLM stages send a whole batch to the serving's executor at once
-DEFAULT_BATCH_SIZE = 512
+DEFAULT_BATCH_SIZE = 1024
+BATCH_SIZE_ENV = "RARE_BATCH_SIZE"
+
+
+def default_batch_size() -> int:
+    """``$RARE_BATCH_SIZE`` when set, else :data:`DEFAULT_BATCH_SIZE`."""
+    value = os.environ.get(BATCH_SIZE_ENV, "")
+    try:
+        return int(value) if value else DEFAULT_BATCH_SIZE
+    except ValueError:
+        raise ValueError(f"{BATCH_SIZE_ENV} must be a whole number, got {value!r}") from None
 
 
 class _HeldBatches:
@@ -143,7 +154,8 @@ def run_operator(op: Operator, view: Any, settings: dict[str, Any],
 class LocalRunner:
     """Runs a :class:`rare.pipeline.Pipeline` in this process, streaming each step."""
 
-    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, batch_size: int | None = None) -> None:
+        batch_size = batch_size or default_batch_size()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
