@@ -11,7 +11,7 @@ from typing import Any
 from rare.plugins import get, namespace
 from rare.retriever import MineResult, Retriever
 
-__all__ = ["Retriever", "MineResult", "create", "names"]
+__all__ = ["Retriever", "MineResult", "create", "engines", "names"]
 
 
 def create(name: str, **options: Any) -> Retriever:
@@ -21,3 +21,9 @@ def create(name: str, **options: Any) -> Retriever:
 
 
 names, __getattr__ = namespace("retrievers")
+
+
+def engines() -> list[str]:
+    """The registered retrievers that are not references (``Retriever.reference``): what a
+    list of every backend (``rare bench`` without ``--backends``, the parity suite) holds."""
+    return [name for name in names() if not getattr(get("retrievers", name), "reference", False)]
