@@ -210,10 +210,11 @@ def retrievers_cmd(as_json: bool) -> None:
         registry = plugins.get_registry("retrievers")
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
-    info = [{"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
-             "class": f"{e.obj.__module__}.{e.obj.__qualname__}",
-             "reference": bool(getattr(e.obj, "reference", False))}
-            for e in sorted(registry.entries.values(), key=lambda e: e.name)]
+    info: list[dict[str, Any]] = [
+        {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
+         "class": f"{e.obj.__module__}.{e.obj.__qualname__}",
+         "reference": bool(getattr(e.obj, "reference", False))}
+        for e in sorted(registry.entries.values(), key=lambda e: e.name)]
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -159,5 +159,6 @@ def run_worker(job: Job, spec: DataSpec, timeout: float) -> dict[str, Any]:
             return {"error": f"exit status {proc.returncode}: "
                              f"{lines[-1] if lines else 'no output'}",
                     "stderr": proc.stderr[-4000:]}
-        return json.loads(result_path.read_text(encoding="utf-8"))
+        result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+        return result
 
