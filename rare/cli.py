@@ -213,6 +213,30 @@ def plugins_cmd(as_json: bool) -> None:
                 click.echo(f"    {kind}: {', '.join(names)}")
 
 
+@cli.command("retrievers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def retrievers_cmd(as_json: bool) -> None:
+    """List every registered retriever, the plugin that registered it and whether it is a
+    reference (benchmarked by `rare bench` only when named)."""
+    try:
+        registry = plugins.get_registry("retrievers")
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    info: list[dict[str, Any]] = [
+        {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
+         "class": f"{e.obj.__module__}.{e.obj.__qualname__}",
+         "reference": bool(getattr(e.obj, "reference", False))}
+        for e in sorted(registry.entries.values(), key=lambda e: e.name)]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    width = max((len(item["name"]) for item in info), default=0) + 2
+    for item in info:
+        aliases = f" (also {', '.join(item['aliases'])})" if item["aliases"] else ""
+        kind = "  reference" if item["reference"] else ""
+        click.echo(f"{item['name']:<{width}}{item['plugin']}{kind}{aliases}")
+
+
 @cli.command()
 @click.option("--dir", "out_dir", default="rare-demo", show_default=True,
               help="Where the demo's input, cache and output go.")
@@ -257,7 +281,8 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Queries: 'qid<TAB>query' lines (TSV) or a TREC topics file.")
 @click.option("--qrels", help="TREC qrels, for nDCG@10, recall@k and the mining positives.")
 @click.option("--backends", default=None,
-              help="Comma-separated registered retrievers (default: every registered one).")
+              help="Comma-separated registered retrievers (default: every registered one "
+                   "but the references).")
 @click.option("--reference", "references", default="",
               help="Comma-separated reference rows: bm25s, tantivy-py.")
 @click.option("--k", "k", type=int, default=100, show_default=True,
@@ -302,10 +327,10 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
         raise click.BadParameter(f"expected numbers like 1,2, got {threads!r}",
                                  param_hint="--threads") from None
     try:
-        if backends is None:
+        if backends is None:  # every registered retriever but the references
             import rare.retrievers
 
-            backend_names = rare.retrievers.names()
+            backend_names = rare.retrievers.engines()
         else:
             backend_names = _names(backends)
         config = BenchConfig(

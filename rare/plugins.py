@@ -1,14 +1,18 @@
 """Plugin discovery (entry-point group ``rare``) and the name registries built from it.
 
+Besides the entry points, the core's own built-in plugins (:data:`BUILTIN_PLUGINS`, modules
+of rare-synth) are registered under their module names.
+
 Environment variables:
-  RARE_PLUGINS          comma-separated allow-list of plugin (entry point or distribution)
-                        names; when set, only those load.
+  RARE_PLUGINS          comma-separated allow-list of plugin (entry point, module or
+                        distribution) names; when set, only those load.
   RARE_DISABLE_PLUGINS  comma-separated block-list; those never load.
   RARE_TRACE_HOOKS      when set, every hook call is traced to stderr.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import sys
@@ -24,6 +28,8 @@ from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
 KINDS = ("operators", "retrievers", "servings")
+# Modules of the core that implement hooks, registered after the entry points' plugins.
+BUILTIN_PLUGINS = ("rare.bench.references",)
 
 # Where a well-known name comes from, for the "unknown name" message.
 INSTALL_HINTS = {
@@ -77,7 +83,31 @@ def load_plugins() -> None:
             pm.register(plugin, name=ep.name)
             version = ep.dist.version if ep.dist is not None else ""
             _distributions[ep.name] = (dist_name, version)
+        _load_builtins(allow, block)
         pm.check_pending()
+
+
+def _load_builtins(allow: set[str], block: set[str]) -> None:
+    dist_name = "rare-synth"
+    try:
+        version = importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        version = ""
+    for module in BUILTIN_PLUGINS:
+        names = {module, dist_name}
+        if (allow and not names & allow) or names & block:
+            continue
+        if pm.get_plugin(module) is not None or pm.is_blocked(module):
+            continue
+        try:
+            plugin = importlib.import_module(module)
+        except Exception as exc:
+            raise PluginError(
+                f"built-in plugin {module!r} of {dist_name} failed to load: {exc!r}. "
+                f"Set RARE_DISABLE_PLUGINS={module} to skip it."
+            ) from exc
+        pm.register(plugin, name=module)
+        _distributions[module] = (dist_name, version)
 
 
 @dataclass

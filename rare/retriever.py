@@ -63,6 +63,7 @@ class Retriever(ABC):
 
     #: registry name, e.g. "gensim"
     name: str = ""
+    reference: bool = False  # a point of comparison (rare bench), not in default lists
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
                  near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),

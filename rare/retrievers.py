@@ -13,7 +13,7 @@ from rare.plugins import get, namespace
 from rare.retriever import MineResult, Retriever
 from rare.settings import check_settings
 
-__all__ = ["Retriever", "MineResult", "create", "default_name", "names"]
+__all__ = ["Retriever", "MineResult", "create", "default_name", "engines", "names"]
 
 #: the backends tried in order when none is named
 PREFERRED = ("tantivy", "gensim")
@@ -21,7 +21,7 @@ PREFERRED = ("tantivy", "gensim")
 
 def default_name() -> str:
     """The retriever used when none is named: the first installed of :data:`PREFERRED`."""
-    known = names()
+    known = engines()
     for name in PREFERRED:
         if name in known:
             return name
@@ -43,3 +43,9 @@ def create(name: str | None = None, **options: Any) -> Retriever:
 
 
 names, __getattr__ = namespace("retrievers")
+
+
+def engines() -> list[str]:
+    """The registered retrievers that are not references (``Retriever.reference``): what a
+    list of every backend (``rare bench`` without ``--backends``, the parity suite) holds."""
+    return [name for name in names() if not getattr(get("retrievers", name), "reference", False)]
