@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 Hits = list[tuple[str, float]]
 
 
-class MineResult(list):  # type: ignore[type-arg]
+class MineResult(list[list[str]]):
     """Negatives' ids for each query (a list of lists), plus what mining could not find.
 
     ``shortfall[i]`` is how many negatives query ``i`` is missing (0 when it got

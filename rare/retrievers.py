@@ -16,7 +16,7 @@ __all__ = ["Retriever", "MineResult", "create", "names"]
 
 def create(name: str, **options: Any) -> Retriever:
     """A new retriever of the backend registered as ``name``."""
-    cls = get("retrievers", name)
+    cls: type[Retriever] = get("retrievers", name)
     return cls(**options)
 
 

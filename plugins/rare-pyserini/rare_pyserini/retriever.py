@@ -516,9 +516,8 @@ def _raw_text(raw: str | None) -> str | None:
         parsed = json.loads(raw)
     except ValueError:
         return raw
-    if isinstance(parsed, dict) and isinstance(parsed.get(CONTENTS), str):
-        return parsed[CONTENTS]
-    return raw
+    contents = parsed.get(CONTENTS) if isinstance(parsed, dict) else None
+    return contents if isinstance(contents, str) else raw
 
 
 def _cleanup(index_dir: Path | None, spool: list[Path | None]) -> None:
