@@ -152,9 +152,11 @@ class _Register:
         self.plugin = plugin
 
     def __call__(self, obj: Any, name: str | None = None, aliases: Iterable[str] = ()) -> None:
+        aliases = tuple(aliases)
         self.registry.add(obj, name, self.plugin, aliases)
+        also = f"(aliases: {', '.join(aliases)})" if aliases else ""
         _registry_trace(self.registry.kind, name or getattr(obj, "__name__", repr(obj)),
-                        "from plugin", repr(self.plugin))
+                        *([also] if also else []), "from plugin", repr(self.plugin))
 
     def __repr__(self) -> str:
         return f"<register {self.registry.kind} for plugin {self.plugin!r}>"

@@ -268,11 +268,13 @@ def test_trace_hooks_prints_every_hook_call() -> None:
             if registered:
                 assert plugin["name"] in calls, (hook, plugin["name"], calls)
             for name in registered:  # and every name it registered, with its plugin
-                assert re.search(rf"^ *{kind} {re.escape(name)} from plugin "
+                assert re.search(rf"^ *{kind} {re.escape(name)}( \(aliases: [^)]+\))? from plugin "
                                  rf"'{re.escape(plugin['name'])}' \[registry\]$",
                                  err, re.MULTILINE), (kind, name, plugin["name"])
     assert "stages" in {p["name"] for p in info}
     assert re.search(r"register: <register operators for plugin 'stages'>", err)
+    assert re.search(r"operators Doc2Query \(aliases: RAREDoc2QueryGenerator\) from plugin "
+                     r"'stages' \[registry\]", err)
 
 
 def test_no_trace_without_the_variable() -> None:
