@@ -37,7 +37,7 @@ def create(name: str | None = None, **options: Any) -> Retriever:
     Unknown options are a :class:`rare.SettingsError` naming the known ones.
     """
     name = name or default_name()
-    cls = get("retrievers", name)
+    cls: type[Retriever] = get("retrievers", name)
     check_settings(cls, options, component=f"retriever {name!r}")
     return cls(**options)
 
