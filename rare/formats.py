@@ -238,7 +238,8 @@ def _write_bytes(records: Records, fmt: str) -> bytes:
 
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(records), sink)
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -316,8 +317,8 @@ class RowWriter:
                 payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             else:
                 sep = ",\n  " if start else "\n  "
-                payload = "".join((sep if j == 0 else ",\n  ")
-                                  + json.dumps(r, ensure_ascii=False) for j, r in enumerate(records))
+                payload = "".join((sep if j == 0 else ",\n  ") + json.dumps(r, ensure_ascii=False)
+                                  for j, r in enumerate(records))
         except (TypeError, ValueError) as exc:
             raise StorageError(f"{self.path}: cannot write rows as {self.fmt}: {exc}") from exc
         self._fh.write(payload.encode("utf-8"))

@@ -47,7 +47,8 @@ class StepContext:
     def journal(self) -> Journal | None:
         if self._journal is None and self.opener is not None:
             self._journal = self.opener()
-        return self._journal
+        journal: Journal | None = self._journal
+        return journal
 
     def close(self) -> None:
         if self._journal is not None:

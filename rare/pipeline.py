@@ -185,4 +185,5 @@ class Pipeline:
         storage = FileStorage(str(input_path), cache_path=str(cache_path),
                               file_name_prefix=file_name_prefix, cache_type=cache_type)
         runner = LocalRunner(self.batch_size)
-        return runner.run(self, storage, output_path, on_stage=on_stage)
+        report: RunReport = runner.run(self, storage, output_path, on_stage=on_stage)
+        return report

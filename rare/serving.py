@@ -18,7 +18,7 @@ DEFAULT = "embedded"
 def create(name: str | None = None, **options: Any) -> LLMServing:
     """A serving by registered name; the embedded local model when no name is given."""
     name = name or DEFAULT
-    cls = get("servings", name)
+    cls: type[LLMServing] = get("servings", name)
     check_settings(cls, options, component=f"serving {name!r}")
     return cls(**options)
 

@@ -14,7 +14,7 @@ import difflib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pydantic
@@ -62,7 +62,7 @@ def _parameters(func: Callable[..., Any], owner: type | None) -> tuple[
     return params, open_ended, hints
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(func: Callable[..., Any], owner: type | None,
            title: str) -> tuple[type[pydantic.BaseModel], bool]:
     params, open_ended, hints = _parameters(func, owner)
@@ -74,10 +74,11 @@ def _model(func: Callable[..., Any], owner: type | None,
     config = pydantic.ConfigDict(extra="allow" if open_ended else "forbid",
                                  arbitrary_types_allowed=True, protected_namespaces=())
     try:
-        model = pydantic.create_model(title, __config__=config, **fields)
+        model: type[pydantic.BaseModel] = pydantic.create_model(
+            title, __config__=config, **fields)
     except (pydantic.PydanticSchemaGenerationError, TypeError, NameError):
         # a hint pydantic cannot express: keep the names strict, drop the types
-        loose = {name: (Any, default) for name, (_, default) in fields.items()}
+        loose: dict[str, Any] = {name: (Any, default) for name, (_, default) in fields.items()}
         model = pydantic.create_model(title, __config__=config, **loose)
     return model, open_ended
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.formats import Records
 from rare_stages.common import Tally, generate_with_retries, parse_json_object
