@@ -15,8 +15,9 @@ from rare.errors import (
 )
 from rare.hookspecs import hookimpl
 from rare.llm import ChatRequest, Completion, LLMServing
-from rare.operator import Operator, StepContext
+from rare.operator import Operator
 from rare.retriever import MineResult, Retriever
+from rare.step import StepContext
 from rare.storage import FileStorage, Storage
 from rare.text import EnglishAnalyzer, NearDuplicateRule
 

@@ -13,14 +13,8 @@ import tomllib
 
 from rare import plugins
 from rare.errors import RareError
-from rare.pipeline import (
-    Pipeline,
-    RunReport,
-    StageReport,
-    check_config,
-    rare_steps,
-    steps_from_config,
-)
+from rare.pipeline import Pipeline, check_config, rare_steps, steps_from_config
+from rare.report import RunReport, StageReport
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:

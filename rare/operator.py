@@ -17,43 +17,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from rare.errors import InputError
+from rare.step import StepContext
 
 if TYPE_CHECKING:
-    from rare.cache import Journal
     from rare.formats import Records
 
 log = logging.getLogger("rare")
-
-
-@dataclass
-class StepContext:
-    """What an operator knows of the step it runs in.
-
-    ``source`` names the input in messages, ``start`` is the index of the current batch's
-    first row in the step (so a message can name the row), and ``journal`` (opened by the
-    runner on first use) keeps the LLM replies of this step for resuming.
-    """
-
-    source: str = "input"
-    start: int = 0
-    opener: Any = None  # () -> Journal, given by the runner
-    _journal: Any = field(default=None, repr=False)
-
-    @property
-    def journal(self) -> Journal | None:
-        if self._journal is None and self.opener is not None:
-            self._journal = self.opener()
-        journal: Journal | None = self._journal
-        return journal
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
 
 
 class Operator:
@@ -68,7 +40,7 @@ class Operator:
     """
 
     #: True when :meth:`prepare` must see every row before the first :meth:`transform`
-    needs_all_rows: ClassVar[bool] = False
+    needs_all_rows: bool = False
 
     def __init__(self) -> None:
         self.stats: dict[str, Any] = {}

@@ -9,7 +9,6 @@ a runner (:class:`rare.runner.LocalRunner`) that streams the rows through them.
 from __future__ import annotations
 
 import inspect
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from rare import plugins
 from rare.errors import InputError, SettingsError
 from rare.llm import LLMServing
 from rare.operator import Operator
+from rare.report import RunReport
 from rare.settings import check_settings
 
 
@@ -72,37 +72,6 @@ def steps_from_config(config: dict[str, Any]) -> list[Step]:
                                 f"{unknown[0]!r}; a step has: {', '.join(STEP_KEYS)}")
         steps.append(Step(item["operator"], dict(item.get("init", {})), dict(item.get("run", {}))))
     return steps
-
-
-@dataclass
-class StageReport:
-    name: str
-    stats: dict[str, Any]
-    output: str
-
-
-@dataclass
-class RunReport:
-    input: str
-    output: str
-    rows_in: int
-    rows_out: int
-    failed_rows: int
-    stages: list[StageReport]
-    usage: dict[str, int]
-    failures: dict[str, int]
-    seconds: float
-    row_failures: Counter[str] = field(default_factory=Counter)
-
-
-def first_error(row: dict[str, Any]) -> str | None:
-    """The first ``*_error`` a row carries, None when it has none."""
-    return next((v for k, v in row.items() if k.endswith("_error") and v is not None), None)
-
-
-def error_kind(error: str) -> str:
-    """The reason's kind: the text before its first colon ("skipped", "unusable reply", ...)."""
-    return error.split(":", 1)[0].strip()
 
 
 def _takes(cls: type, param: str) -> bool:

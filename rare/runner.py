@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rare.formats import Records, RowWriter
-from rare.operator import Operator, StepContext
+from rare.report import RunReport, StageReport, error_kind, first_error
 from rare.settings import check_settings
+from rare.step import StepContext, StepOperator
 from rare.storage import FileStorage, Storage
 
 log = logging.getLogger("rare")
@@ -58,12 +59,12 @@ class _HeldBatches:
             yield pickle.loads(zlib.decompress(blob))
 
 
-def operator_name(op: Operator | type) -> str:
+def operator_name(op: StepOperator | type) -> str:
     cls = op if isinstance(op, type) else type(op)
     return cls.__name__
 
 
-def _checked(op: Operator, batches: Iterable[Records], ctx: StepContext) -> Iterator[Records]:
+def _checked(op: StepOperator, batches: Iterable[Records], ctx: StepContext) -> Iterator[Records]:
     """The batches with ``ctx.start`` kept up to date and the first one's columns checked."""
     start = 0
     first = True
@@ -79,7 +80,7 @@ def _checked(op: Operator, batches: Iterable[Records], ctx: StepContext) -> Iter
         log.warning("%s: no rows to process; the step's output is empty too", ctx.source)
 
 
-def run_step(op: Operator, storage: Storage, step: int,
+def run_step(op: StepOperator, storage: Storage, step: int,
              batch_size: int = DEFAULT_BATCH_SIZE,
              sinks: Iterable[Callable[[Records], None]] = ()) -> dict[str, Any]:
     """Run a configured transform operator from ``step - 1`` to ``step``; return its stats.
@@ -127,7 +128,7 @@ def _restarted(batches: Iterable[Records], ctx: StepContext) -> Iterator[Records
         start += len(batch)
 
 
-def run_operator(op: Operator, view: Any, settings: dict[str, Any],
+def run_operator(op: StepOperator, view: Any, settings: dict[str, Any],
                  batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, Any]:
     """The reference API's ``op.run(storage=view, **settings)`` on the runner's code path."""
     check_settings(type(op), settings, component=f"operator {operator_name(op)}",
@@ -161,9 +162,8 @@ class LocalRunner:
         self.batch_size = batch_size
 
     def run(self, pipeline: Any, storage: FileStorage, output_path: str | Path,
-            on_stage: Callable[[Any], None] | None = None) -> Any:
+            on_stage: Callable[[StageReport], None] | None = None) -> RunReport:
         from rare.formats import format_of, iter_batches
-        from rare.pipeline import RunReport, StageReport
         from rare.storage import remove_journals
 
         started = time.perf_counter()
@@ -226,8 +226,6 @@ def _view(storage: FileStorage, step: int) -> FileStorage:
 
 
 def _failure_counter(counter: Counter[str]) -> Callable[[Records], None]:
-    from rare.pipeline import error_kind, first_error
-
     def count(rows: Records) -> None:
         for row in rows:
             error = first_error(row)

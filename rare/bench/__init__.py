@@ -17,7 +17,7 @@ The rooms:
   (``python -m rare.bench SPEC RESULT``);
 - :mod:`rare.bench.report`: the JSON report and the printed tables;
 - :mod:`rare.bench.chart`: the PNG chart;
-- :mod:`rare.bench.runner`: :func:`run_bench` and :class:`BenchConfig`, which tie them up.
+- :mod:`rare.bench.runner`: :func:`run_bench`, which ties them up (settings: BenchConfig).
 
 ``run_bench(config)`` is the entry point (``in_process=True`` measures every backend in this
 process: no per-backend memory figure, but retrievers registered in-process work). The names
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rare.bench.backends import check_backends, make_backend
     from rare.bench.chart import write_chart
     from rare.bench.data import (
+        BenchConfig,
         Dataset,
         DataSpec,
         dataset_name,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
         read_queries,
     )
     from rare.bench.report import build_report, print_quality, print_speed
-    from rare.bench.runner import BenchConfig, BenchError, run_bench
+    from rare.bench.runner import BenchError, run_bench
     from rare.bench.worker import Job, measure
 
 _EXPORTS = {
@@ -50,7 +51,7 @@ _EXPORTS = {
     "Dataset": "data", "DataSpec": "data", "dataset_name": "data", "load_dataset": "data",
     "read_corpus": "data", "read_queries": "data",
     "build_report": "report", "print_quality": "report", "print_speed": "report",
-    "BenchConfig": "runner", "BenchError": "runner", "run_bench": "runner",
+    "BenchConfig": "data", "BenchError": "runner", "run_bench": "runner",
     "Job": "worker", "measure": "worker",
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +210,19 @@ def load_dataset(spec: DataSpec) -> Dataset:
     return Dataset(dataset_name(spec.corpus), ids, texts, list(queries), list(queries.values()),
                    positives, qrels)
 
+
+@dataclass
+class BenchConfig:
+    data: DataSpec
+    backends: list[str]
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    references: list[str] = field(default_factory=list)
+    k: int = 100
+    k1: float = 1.2
+    b: float = 0.75
+    num_neg: int = 3
+    repeat: int = 3
+    out: str | None = "bench-results"
+    min_overlap: float = 0.9
+    timeout: float = 1800.0
+    in_process: bool = False

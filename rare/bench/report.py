@@ -22,8 +22,7 @@ from rare.errors import RareError
 from rare.evaluation import mrr, ndcg, overlap_at_k, recall
 
 if TYPE_CHECKING:
-    from rare.bench.data import Dataset
-    from rare.bench.runner import BenchConfig
+    from rare.bench.data import BenchConfig, Dataset
 
 # Versions recorded in every report, where installed.
 PACKAGES = ("rare-synth", "rare-bm25-rs", "rare-pyserini", "rare-gensim", "pyserini",

@@ -8,13 +8,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rare.bench.backends import check_backends
 from rare.bench.chart import write_chart
-from rare.bench.data import DataSpec, load_dataset
+from rare.bench.data import BenchConfig, load_dataset
 from rare.bench.report import build_report, load_average, print_quality, print_speed
 from rare.bench.worker import Job, measure, run_worker
 from rare.errors import RareError
@@ -23,22 +22,6 @@ from rare.errors import RareError
 class BenchError(RareError):
     """A benchmark could not run, or a backend failed during it."""
 
-
-@dataclass
-class BenchConfig:
-    data: DataSpec
-    backends: list[str]
-    threads: list[int] = field(default_factory=lambda: [1, 2])
-    references: list[str] = field(default_factory=list)
-    k: int = 100
-    k1: float = 1.2
-    b: float = 0.75
-    num_neg: int = 3
-    repeat: int = 3
-    out: str | None = "bench-results"
-    min_overlap: float = 0.9
-    timeout: float = 1800.0
-    in_process: bool = False
 
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
