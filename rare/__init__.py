@@ -9,6 +9,7 @@ from rare.errors import (
     RareError,
     RetrieverError,
     ServingError,
+    SettingsError,
     StorageError,
     UnknownNameError,
 )
@@ -16,7 +17,8 @@ from rare.hookspecs import hookimpl
 from rare.llm import ChatRequest, Completion, LLMServing
 from rare.operator import Operator
 from rare.retriever import MineResult, Retriever
-from rare.storage import FileStorage
+from rare.step import StepContext
+from rare.storage import FileStorage, Storage
 from rare.text import EnglishAnalyzer, NearDuplicateRule
 
 __version__ = "0.1.0"
@@ -25,5 +27,6 @@ __all__ = [
     "ChatRequest", "Completion", "EnglishAnalyzer", "FileStorage", "InputError", "LLMServing",
     "MissingDependencyError",
     "MineResult", "NearDuplicateRule", "Operator", "PluginError", "RareError", "Retriever",
-    "RetrieverError", "ServingError", "StorageError", "UnknownNameError", "hookimpl",
+    "RetrieverError", "ServingError", "SettingsError", "StepContext", "Storage", "StorageError",
+    "UnknownNameError", "hookimpl",
 ]

@@ -13,7 +13,8 @@ import tomllib
 
 from rare import plugins
 from rare.errors import RareError
-from rare.pipeline import Pipeline, RunReport, StageReport, rare_steps, steps_from_config
+from rare.pipeline import Pipeline, check_config, rare_steps, steps_from_config
+from rare.report import RunReport, StageReport
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -83,6 +84,9 @@ def cli(verbose: bool) -> None:
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
+@click.option("--batch-size", type=int,
+              help="Rows read, transformed and written at a time (default: 1024, or "
+                   "$RARE_BATCH_SIZE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
 @click.option("--response-cache", "response_cache",
               help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
@@ -91,7 +95,7 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
-        cache_dir: str | None, cache_type: str | None, no_cache: bool,
+        cache_dir: str | None, cache_type: str | None, batch_size: int | None, no_cache: bool,
         response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
@@ -100,6 +104,10 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
             config = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise click.ClickException(f"{config_path}: {exc}") from None
+    try:
+        check_config(config, config_path or "config")
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
     pipe = config.get("pipeline", {})
     serving_cfg = dict(config.get("serving", {}))
     retriever_cfg = dict(config.get("retriever", {}))
@@ -118,18 +126,16 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
     retriever_name = retriever or retriever_cfg.pop("name", None)
     retriever_opts = {k: v for k, v in retriever_cfg.items() if k != "name"}
     retriever_opts.update(_parse_options(retriever_option, "--retriever-option"))
-    if "steps" in config:
-        steps = steps_from_config(config)
-    else:
-        steps = rare_steps(text_key or pipe.get("text_key", "text"),
-                           num_neg or pipe.get("num_neg", 3))
-
     try:
-        pipeline = Pipeline(steps, retriever=retriever_name, retriever_options=retriever_opts)
-        if pipeline.needs_llm():
-            import rare.serving
-
-            pipeline.serving = rare.serving.create(serving_name, **serving_opts)
+        if "steps" in config:
+            steps = steps_from_config(config)
+        else:
+            steps = rare_steps(text_key or pipe.get("text_key", "text"),
+                               num_neg or pipe.get("num_neg", 3))
+        pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
+                            retriever=retriever_name, retriever_options=retriever_opts,
+                            batch_size=batch_size or pipe.get("batch_size"))
+        if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)
             elif response_cache or pipe.get("response_cache"):
@@ -201,6 +207,30 @@ def plugins_cmd(as_json: bool) -> None:
                 click.echo(f"    {kind}: {', '.join(names)}")
 
 
+@cli.command("retrievers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def retrievers_cmd(as_json: bool) -> None:
+    """List every registered retriever, the plugin that registered it and whether it is a
+    reference (benchmarked by `rare bench` only when named)."""
+    try:
+        registry = plugins.get_registry("retrievers")
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    info: list[dict[str, Any]] = [
+        {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
+         "class": f"{e.obj.__module__}.{e.obj.__qualname__}",
+         "reference": bool(getattr(e.obj, "reference", False))}
+        for e in sorted(registry.entries.values(), key=lambda e: e.name)]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    width = max((len(item["name"]) for item in info), default=0) + 2
+    for item in info:
+        aliases = f" (also {', '.join(item['aliases'])})" if item["aliases"] else ""
+        kind = "  reference" if item["reference"] else ""
+        click.echo(f"{item['name']:<{width}}{item['plugin']}{kind}{aliases}")
+
+
 @cli.command()
 @click.option("--dir", "out_dir", default="rare-demo", show_default=True,
               help="Where the demo's input, cache and output go.")
@@ -245,7 +275,8 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Queries: 'qid<TAB>query' lines (TSV) or a TREC topics file.")
 @click.option("--qrels", help="TREC qrels, for nDCG@10, recall@k and the mining positives.")
 @click.option("--backends", default=None,
-              help="Comma-separated registered retrievers (default: every registered one).")
+              help="Comma-separated registered retrievers (default: every registered one "
+                   "but the references).")
 @click.option("--reference", "references", default="",
               help="Comma-separated reference rows: bm25s, tantivy-py.")
 @click.option("--k", "k", type=int, default=100, show_default=True,
@@ -290,10 +321,10 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
         raise click.BadParameter(f"expected numbers like 1,2, got {threads!r}",
                                  param_hint="--threads") from None
     try:
-        if backends is None:
+        if backends is None:  # every registered retriever but the references
             import rare.retrievers
 
-            backend_names = rare.retrievers.names()
+            backend_names = rare.retrievers.engines()
         else:
             backend_names = _names(backends)
         config = BenchConfig(

@@ -18,6 +18,10 @@ class UnknownNameError(RareError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class SettingsError(RareError, TypeError):
+    """A setting is unknown to the component it was given to, or has the wrong type."""
+
+
 class StorageError(RareError):
     """A data file is missing, malformed, or cannot be written."""
 

@@ -7,15 +7,20 @@ arguments than its spec, so specs can gain arguments without breaking plugins.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import pluggy
 
 hookspec = pluggy.HookspecMarker("rare")
 hookimpl = pluggy.HookimplMarker("rare")
 
-Register = Callable[..., Any]
+
+class Register(Protocol):
+    """The callback every ``register_*`` hook receives."""
+
+    def __call__(self, obj: Any, name: str | None = None,
+                 aliases: Iterable[str] = ()) -> None: ...
 
 
 @hookspec

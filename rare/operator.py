@@ -1,79 +1,138 @@
-"""The operator base class, and the checks every operator makes on its input rows."""
+"""The operator base class: declared columns, per-run settings, and a transform of rows.
+
+An operator does no file I/O. It states the columns it reads and writes, takes its per-run
+settings in :meth:`Operator.configure`, and turns a batch of rows into a batch of rows in
+:meth:`Operator.transform`; a runner reads each step once, hands the batches over and
+writes the result (see :mod:`rare.runner`). Rows are records (a list of dicts): they stream
+with no conversion, carry nested values (lists of negatives, verdicts) as they are, and a
+row that failed is marked in place, row by row.
+
+The reference API, ``op.run(storage=storage.step(), **settings)``, is a thin wrapper over
+the same code. An older operator that overrides :meth:`run` and does its own I/O (the
+reference's style) keeps working unchanged: runners call its ``run()``.
+"""
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
-
-import pandas as pd
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rare.errors import InputError
+from rare.step import StepContext
+
+if TYPE_CHECKING:
+    from rare.formats import Records
 
 log = logging.getLogger("rare")
 
 
-class Operator(ABC):
-    """One pipeline stage: reads ``storage``, adds columns, writes the next step.
+class Operator:
+    """One pipeline stage.
 
-    Subclasses implement :meth:`run`. An operator that calls an LLM takes it as the
-    constructor's first argument, ``llm_serving``; the pipeline runner passes it in.
-    After :meth:`run`, :attr:`stats` says what happened (rows in, rows out, failures).
+    Subclasses implement :meth:`configure` (explicit keyword settings, stored on the
+    instance), :meth:`input_columns`, :meth:`output_columns` and :meth:`transform`;
+    :meth:`prepare` too when they must see every row before transforming any
+    (``needs_all_rows = True``, as BM25HardNeg does to index the corpus). An operator that
+    calls an LLM takes it as the constructor's first argument, ``llm_serving``.
+    After a run, :attr:`stats` says what happened (rows in, rows out, failures, tokens).
     """
+
+    #: True when :meth:`prepare` must see every row before the first :meth:`transform`
+    needs_all_rows: bool = False
 
     def __init__(self) -> None:
         self.stats: dict[str, Any] = {}
 
-    @abstractmethod
-    def run(self, storage: Any, **kwargs: Any) -> Any:
-        """Read rows from ``storage``, process them, write them back."""
+    # -- what an operator implements --------------------------------------------------------
+    def configure(self) -> None:
+        """Take this run's settings (keyword parameters of the subclass's override)."""
 
-    def read_input(self, storage: Any, keys: Sequence[str]) -> tuple[pd.DataFrame | None, Any]:
-        """This step's rows and their source; (None, source) after passing on an empty file."""
-        df = storage.read("dataframe")
-        source = getattr(storage, "read_path", "input")
-        if len(df) == 0:
-            log.warning("%s: no rows to process; the step's output is empty too", source)
-            storage.write(df)
-            self.stats = {"rows_in": 0, "rows_out": 0, "failed": 0, "tokens": 0, "seconds": 0.0}
-            return None, source
-        self.require_columns(df, keys, source)
-        return df, source
+    def input_columns(self) -> list[str]:
+        """Columns every input row must have (checked on the step's first batch)."""
+        return []
 
+    def output_columns(self) -> list[str]:
+        """Columns this operator adds or overwrites."""
+        return []
+
+    def open(self, ctx: StepContext) -> None:
+        """Called once before the first batch; resets :attr:`stats`."""
+        self.stats = {"rows_in": 0, "rows_out": 0, "failed": 0}
+
+    def prepare(self, batches: Iterable[Records], ctx: StepContext) -> None:
+        """See every row once before :meth:`transform` (only when ``needs_all_rows``)."""
+        for _ in batches:
+            pass
+
+    def transform(self, rows: Records, ctx: StepContext) -> Records:
+        """Return the rows with this operator's columns filled in (may modify ``rows``)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither transform() "
+                                  "nor run()")
+
+    def close(self) -> None:
+        """Called once after the last batch, also when the step failed: release resources."""
+
+    # -- the reference API --------------------------------------------------------------
+    def run(self, storage: Any, **settings: Any) -> list[str]:
+        """Configure with ``settings``, then read ``storage``'s step, transform, write the next.
+
+        ``storage`` is a view from :meth:`rare.FileStorage.step`. Returns the output columns.
+        """
+        from rare.runner import run_operator
+
+        run_operator(self, storage, settings)
+        return self.output_columns()
+
+    @classmethod
+    def is_transform(cls) -> bool:
+        """True for operators built on :meth:`transform`; False for run()-only ones."""
+        return cls.transform is not Operator.transform or cls.run is Operator.run
+
+    # -- helpers for subclasses ------------------------------------------------------------
     @staticmethod
-    def require_columns(df: pd.DataFrame, keys: Sequence[str], source: Any) -> None:
-        """Fail, naming the file and the field, when a needed column is absent."""
-        missing = [k for k in dict.fromkeys(keys) if k not in df.columns]
+    def require_columns(rows: Any, keys: Sequence[str], source: Any) -> None:
+        """Fail, naming the file and the field, when a needed column is absent.
+
+        ``rows`` is a DataFrame (its columns are checked) or records (the first row is).
+        """
+        if hasattr(rows, "columns"):
+            have = list(map(str, rows.columns))
+        else:
+            have = list(rows[0]) if rows else []
+        missing = [k for k in dict.fromkeys(keys) if k not in have]
         if missing:
-            have = ", ".join(map(str, df.columns)) or "none"
             raise InputError(
                 f"{source}: missing field(s) {', '.join(map(repr, missing))}; "
-                f"the rows have: {have}"
+                f"the rows have: {', '.join(have) or 'none'}"
             )
 
     @staticmethod
-    def text_column(df: pd.DataFrame, key: str,
-                    source: Any) -> tuple[list[str | None], dict[int, str]]:
-        """The column as strings, and a reason for every row that has no usable text.
+    def text_values(rows: Records, key: str, ctx: StepContext) -> tuple[
+            list[str | None], dict[int, str]]:
+        """The field as strings, and a reason for every row that has no usable text.
 
         Empty, whitespace-only, missing and non-text cells give None plus a reason naming
-        the file, row and field; the caller marks those rows and goes on with the rest.
+        the file, row (its index in the step) and field; the caller marks those rows and
+        goes on with the rest.
         """
         values: list[str | None] = []
         problems: dict[int, str] = {}
-        for i, value in enumerate(df[key].tolist()):
+        for i, row in enumerate(rows):
+            value = row.get(key)
             if isinstance(value, str) and value.strip():
                 values.append(value)
                 continue
             values.append(None)
-            if value is None or (isinstance(value, float) and value != value):
-                problems[i] = f"{source}: row {i}: field {key!r} is missing"
+            where = f"{ctx.source}: row {ctx.start + i}: field {key!r}"
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                problems[i] = f"{where} is missing"
             elif isinstance(value, str):
-                problems[i] = f"{source}: row {i}: field {key!r} is empty"
+                problems[i] = f"{where} is empty"
             else:
-                problems[i] = (f"{source}: row {i}: field {key!r} must be text, got "
-                               f"{type(value).__name__}: {str(value)[:60]!r}")
+                problems[i] = (f"{where} must be text, got {type(value).__name__}: "
+                               f"{str(value)[:60]!r}")
         return values, problems
 
     @staticmethod
@@ -84,22 +143,7 @@ class Operator(ABC):
             log.warning("%d row(s) %s: %s%s", len(problems), what, shown, more)
 
     @staticmethod
-    def warn_existing(df: pd.DataFrame, keys: Sequence[str], source: Any) -> None:
-        for key in keys:
-            if key in df.columns:
-                log.warning("%s: column %r already exists and will be overwritten", source, key)
-
-    @staticmethod
-    def warn_duplicates(texts: Sequence[str | None], key: str, source: Any) -> None:
-        first: dict[str, int] = {}
-        dups = []
-        for i, text in enumerate(texts):
-            if text is None:
-                continue
-            if text in first:
-                dups.append(f"row {i} repeats row {first[text]}")
-            else:
-                first[text] = i
-        if dups:
-            log.warning("%s: %d row(s) have the same %r as an earlier row (%s%s)", source,
-                        len(dups), key, "; ".join(dups[:5]), ", ..." if len(dups) > 5 else "")
+    def warn_existing(rows: Records, keys: Sequence[str], source: Any) -> None:
+        present = [k for k in keys if rows and k in rows[0]]
+        for key in present:
+            log.warning("%s: column %r already exists and will be overwritten", source, key)

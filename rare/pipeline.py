@@ -1,23 +1,29 @@
-"""Run a list of operators over a file: the engine behind ``rare run``."""
+"""A pipeline: operators by registered name with their settings, checked before any work.
+
+``Pipeline(steps, serving=..., retriever=...)`` resolves every operator, retriever and
+serving name and checks every setting against the component's signature in ``__init__``,
+so a typo fails at once with the known keys; :meth:`Pipeline.run` then hands the steps to
+a runner (:class:`rare.runner.LocalRunner`) that streams the rows through them.
+"""
 
 from __future__ import annotations
 
 import inspect
-import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rare import plugins
-from rare.errors import InputError
+from rare.errors import InputError, SettingsError
 from rare.llm import LLMServing
-from rare.storage import FileStorage, read_records, write_records
+from rare.operator import Operator
+from rare.report import RunReport
+from rare.settings import check_settings
 
 
 @dataclass
 class Step:
-    """One operator of a pipeline: its registered name, constructor and run() arguments."""
+    """One operator of a pipeline: its registered name, constructor and run() settings."""
 
     operator: str
     init: dict[str, Any] = field(default_factory=dict)
@@ -33,6 +39,24 @@ def rare_steps(text_key: str = "text", num_neg: int = 3) -> list[Step]:
     ]
 
 
+STEP_KEYS = ("operator", "init", "run")
+CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "steps")
+PIPELINE_KEYS = ("input", "output", "cache_path", "cache_type", "text_key", "num_neg",
+                 "no_cache", "response_cache", "batch_size")
+
+
+def check_config(config: dict[str, Any], source: str = "config") -> None:
+    """Reject a TOML config's unknown sections and ``[pipeline]`` keys, naming the known ones."""
+    for section in config:
+        if section not in CONFIG_SECTIONS:
+            raise SettingsError(f"{source}: unknown section [{section}]; known sections: "
+                                f"{', '.join(CONFIG_SECTIONS)}")
+    for key in config.get("pipeline", {}):
+        if key not in PIPELINE_KEYS:
+            raise SettingsError(f"{source}: unknown setting {key!r} in [pipeline]; known "
+                                f"settings: {', '.join(PIPELINE_KEYS)}")
+
+
 def steps_from_config(config: dict[str, Any]) -> list[Step]:
     raw = config.get("steps")
     if raw is None:
@@ -42,106 +66,93 @@ def steps_from_config(config: dict[str, Any]) -> list[Step]:
     for n, item in enumerate(raw):
         if not isinstance(item, dict) or "operator" not in item:
             raise InputError(f"config: steps[{n}] needs an 'operator' name")
+        unknown = [k for k in item if k not in STEP_KEYS]
+        if unknown:
+            raise SettingsError(f"config: steps[{n}] ({item['operator']}): unknown key "
+                                f"{unknown[0]!r}; a step has: {', '.join(STEP_KEYS)}")
         steps.append(Step(item["operator"], dict(item.get("init", {})), dict(item.get("run", {}))))
     return steps
 
 
-@dataclass
-class StageReport:
-    name: str
-    stats: dict[str, Any]
-    output: str
-
-
-@dataclass
-class RunReport:
-    input: str
-    output: str
-    rows_in: int
-    rows_out: int
-    failed_rows: int
-    stages: list[StageReport]
-    usage: dict[str, int]
-    failures: dict[str, int]
-    seconds: float
-    row_failures: Counter[str] = field(default_factory=Counter)
-
-
-def first_error(row: dict[str, Any]) -> str | None:
-    """The first ``*_error`` a row carries, None when it has none."""
-    return next((v for k, v in row.items() if k.endswith("_error") and v is not None), None)
-
-
-def error_kind(error: str) -> str:
-    """The reason's kind: the text before its first colon ("skipped", "unusable reply", ...)."""
-    return error.split(":", 1)[0].strip()
+def _takes(cls: type, param: str) -> bool:
+    try:
+        return param in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Pipeline:
-    """Operators run one after another through a :class:`FileStorage`.
+    """Operators run one after another over a file.
 
-    ``serving`` is handed to every operator whose constructor takes ``llm_serving``, and
-    ``retriever`` (a name) to every one that takes ``retriever``.
+    ``serving`` (an :class:`LLMServing`, or a registered name with ``serving_options``;
+    default: the embedded model) is handed to every operator whose constructor takes
+    ``llm_serving``; ``retriever`` (a name, with ``retriever_options``) to every one that
+    takes ``retriever``. Every name and setting is checked here, before any work.
     """
 
-    def __init__(self, steps: list[Step], serving: LLMServing | None = None,
+    def __init__(self, steps: list[Step], serving: LLMServing | str | None = None,
                  retriever: str | None = None,
-                 retriever_options: dict[str, Any] | None = None) -> None:
+                 retriever_options: dict[str, Any] | None = None,
+                 serving_options: dict[str, Any] | None = None,
+                 batch_size: int | None = None) -> None:
         self.steps = steps
-        self.serving = serving
         self.retriever = retriever
-        self.retriever_options = retriever_options or {}
-        # Resolve every name before any work is done: a typo fails at once.
-        self.classes = [plugins.get("operators", s.operator) for s in steps]
+        self.retriever_options = dict(retriever_options or {})
+        self.batch_size = batch_size
+        self.classes: list[type[Operator]] = [plugins.get("operators", s.operator)
+                                              for s in steps]
+        for n, (cls, step) in enumerate(zip(self.classes, steps), start=1):
+            self._check_step(n, cls, step)
+        if self.retriever is not None or self.retriever_options:
+            import rare.retrievers
+
+            name = self.retriever or rare.retrievers.default_name()
+            check_settings(plugins.get("retrievers", name), self.retriever_options,
+                           component=f"retriever {name!r}", where="retriever options")
+        self.serving: LLMServing | None = None
+        if isinstance(serving, LLMServing):
+            if serving_options:
+                raise SettingsError("serving_options are for a serving given by name, not "
+                                    "for a serving object")
+            self.serving = serving
+        elif self.needs_llm():
+            import rare.serving
+
+            self.serving = rare.serving.create(serving, **(serving_options or {}))
+
+    def _check_step(self, n: int, cls: type[Operator], step: Step) -> None:
+        component = f"operator {step.operator!r}"
+        supplied = {"llm_serving"}
+        check_settings(cls, step.init, component=component, where=f"step {n}, init",
+                       supplied=supplied)
+        if getattr(cls, "is_transform", lambda: False)():
+            check_settings(cls, step.run, component=component, method="configure",
+                           where=f"step {n}, run")
+        else:  # an operator of the reference's style: its settings are run()'s parameters
+            check_settings(cls.run, step.run, component=component, where=f"step {n}, run",
+                           supplied={"storage"})
 
     def needs_llm(self) -> bool:
-        return any("llm_serving" in inspect.signature(c).parameters for c in self.classes)
+        return any(_takes(c, "llm_serving") for c in self.classes)
 
-    def build(self, cls: type, step: Step) -> Any:
-        params = inspect.signature(cls).parameters
+    def build(self, cls: type[Operator], step: Step) -> Operator:
         kwargs = dict(step.init)
-        if "llm_serving" in params and "llm_serving" not in kwargs:
-            if self.serving is None:
-                import rare.serving
-
-                self.serving = rare.serving.create()
+        if _takes(cls, "llm_serving") and "llm_serving" not in kwargs:
             kwargs["llm_serving"] = self.serving
-        if "retriever" in params and self.retriever and "retriever" not in kwargs:
+        if _takes(cls, "retriever") and self.retriever and "retriever" not in kwargs:
             kwargs["retriever"] = self.retriever
-            if "retriever_options" in params:
+            if _takes(cls, "retriever_options"):
                 kwargs.setdefault("retriever_options", self.retriever_options)
         return cls(**kwargs)
 
     def run(self, input_path: str | Path, output_path: str | Path, cache_path: str | Path,
             cache_type: str = "jsonl", file_name_prefix: str = "rare_cache_step",
             on_stage: Any = None) -> RunReport:
-        start = time.perf_counter()
-        rows_in = len(read_records(input_path))
+        from rare.runner import LocalRunner
+        from rare.storage import FileStorage
+
         storage = FileStorage(str(input_path), cache_path=str(cache_path),
                               file_name_prefix=file_name_prefix, cache_type=cache_type)
-        reports = []
-        for cls, step in zip(self.classes, self.steps):
-            operator = self.build(cls, step)
-            view = storage.step()
-            operator.run(view, **step.run)
-            report = StageReport(step.operator, dict(getattr(operator, "stats", {}) or {}),
-                                 str(view.write_path))
-            reports.append(report)
-            if on_stage is not None:
-                on_stage(report)
-        final = read_records(storage.path_for_step(len(self.steps)))
-        write_records(output_path, final)
-        # The run is complete: its journals have served their purpose.
-        for k in range(1, len(self.steps) + 1):
-            path = storage.path_for_step(k)
-            path.with_name(path.name + ".journal").unlink(missing_ok=True)
-        errors = [e for e in map(first_error, final) if e is not None]
-        serving = self.serving
-        return RunReport(
-            input=str(input_path), output=str(output_path), rows_in=rows_in,
-            rows_out=len(final), failed_rows=len(errors), stages=reports,
-            usage=dict(serving.usage) if serving else {},
-            failures=dict(serving.failures) if serving else {},
-            seconds=round(time.perf_counter() - start, 2),
-            row_failures=Counter(map(error_kind, errors)),
-        )
+        runner = LocalRunner(self.batch_size)
+        report: RunReport = runner.run(self, storage, output_path, on_stage=on_stage)
+        return report

@@ -1,14 +1,18 @@
 """Plugin discovery (entry-point group ``rare``) and the name registries built from it.
 
+Besides the entry points, the core's own built-in plugins (:data:`BUILTIN_PLUGINS`, modules
+of rare-synth) are registered under their module names.
+
 Environment variables:
-  RARE_PLUGINS          comma-separated allow-list of plugin (entry point or distribution)
-                        names; when set, only those load.
+  RARE_PLUGINS          comma-separated allow-list of plugin (entry point, module or
+                        distribution) names; when set, only those load.
   RARE_DISABLE_PLUGINS  comma-separated block-list; those never load.
   RARE_TRACE_HOOKS      when set, every hook call is traced to stderr.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import sys
@@ -24,6 +28,8 @@ from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
 KINDS = ("operators", "retrievers", "servings")
+# Modules of the core that implement hooks, registered after the entry points' plugins.
+BUILTIN_PLUGINS = ("rare.bench.references",)
 
 # Where a well-known name comes from, for the "unknown name" message.
 INSTALL_HINTS = {
@@ -77,7 +83,31 @@ def load_plugins() -> None:
             pm.register(plugin, name=ep.name)
             version = ep.dist.version if ep.dist is not None else ""
             _distributions[ep.name] = (dist_name, version)
+        _load_builtins(allow, block)
         pm.check_pending()
+
+
+def _load_builtins(allow: set[str], block: set[str]) -> None:
+    dist_name = "rare-synth"
+    try:
+        version = importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        version = ""
+    for module in BUILTIN_PLUGINS:
+        names = {module, dist_name}
+        if (allow and not names & allow) or names & block:
+            continue
+        if pm.get_plugin(module) is not None or pm.is_blocked(module):
+            continue
+        try:
+            plugin = importlib.import_module(module)
+        except Exception as exc:
+            raise PluginError(
+                f"built-in plugin {module!r} of {dist_name} failed to load: {exc!r}. "
+                f"Set RARE_DISABLE_PLUGINS={module} to skip it."
+            ) from exc
+        pm.register(plugin, name=module)
+        _distributions[module] = (dist_name, version)
 
 
 @dataclass
@@ -129,38 +159,68 @@ class Registry:
         return sorted(self.entries)
 
 
-_cache: dict[str, tuple[frozenset[int], Registry]] = {}
+# Keyed by the plugin objects themselves, not their ids: the cache holds them, so a plugin
+# registered after another was unregistered cannot reuse its id and be given a stale registry.
+_cache: dict[str, tuple[frozenset[object], Registry]] = {}
+# What each register() call added, on the tracer RARE_TRACE_HOOKS turns on (silent otherwise).
+_registry_trace = pm.trace.root.get("registry")
 
 
 def _plugin_name(plugin: object) -> str:
     return pm.get_name(plugin) or repr(plugin)
 
 
+class _Register:
+    """The ``register`` callback one plugin's hook gets: what it registers is that plugin's.
+
+    Its ``str`` names the plugin and the kind, which is what hook tracing prints for the
+    ``register`` argument of each call.
+    """
+
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self.registry = registry
+        self.plugin = plugin
+
+    def __call__(self, obj: Any, name: str | None = None, aliases: Iterable[str] = ()) -> None:
+        aliases = tuple(aliases)
+        self.registry.add(obj, name, self.plugin, aliases)
+        also = f"(aliases: {', '.join(aliases)})" if aliases else ""
+        _registry_trace(self.registry.kind, name or getattr(obj, "__name__", repr(obj)),
+                        *([also] if also else []), "from plugin", repr(self.plugin))
+
+    def __repr__(self) -> str:
+        return f"<register {self.registry.kind} for plugin {self.plugin!r}>"
+
+
 def get_registry(kind: str) -> Registry:
-    """The registry of ``kind``, rebuilt whenever the set of registered plugins changed."""
+    """The registry of ``kind``, rebuilt whenever the set of registered plugins changed.
+
+    The hook ``register_<kind>`` is called through pluggy once per plugin that implements it
+    (a subset hook caller holding that plugin alone), in registration order, so every call
+    shows in hook tracing and every name is attributed to the plugin that registered it.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     load_plugins()
     with _lock:
-        key = frozenset(id(p) for p in pm.get_plugins())
+        key = frozenset(pm.get_plugins())
         cached = _cache.get(kind)
         if cached is not None and cached[0] == key:
             return cached[1]
         registry = Registry(kind)
-        hook = getattr(pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
-            plugin = impl.plugin_name
-
-            def register(obj: Any, name: str | None = None, aliases: Iterable[str] = (),
-                         _plugin: str = plugin) -> None:
-                registry.add(obj, name, _plugin, aliases)
-
+        hook_name = f"register_{kind}"
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        for impl in impls:  # registration order (pluggy itself calls the last one first)
+            others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+            call_one = pm.subset_hook_caller(hook_name, others)
             try:
-                impl.function(**{arg: register for arg in impl.argnames})
+                call_one(register=_Register(registry, impl.plugin_name))
             except PluginError:
                 raise
             except Exception as exc:
-                raise PluginError(f"plugin {plugin!r} failed in register_{kind}: {exc!r}") from exc
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}"
+                ) from exc
         _cache[kind] = (key, registry)
         return registry
 

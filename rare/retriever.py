@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rare.errors import RetrieverError
 from rare.text import NearDuplicateRule
 
+if TYPE_CHECKING:
+    from typing import Self
+
 Hits = list[tuple[str, float]]
 
 
-class MineResult(list):  # type: ignore[type-arg]
+class MineResult(list[list[str]]):
     """Negatives' ids for each query (a list of lists), plus what mining could not find.
 
     ``shortfall[i]`` is how many negatives query ``i`` is missing (0 when it got
@@ -59,20 +63,62 @@ class Retriever(ABC):
     Backends implement :meth:`index`, :meth:`search_batch`, :meth:`get_texts` and
     ``__len__``; :meth:`mine` has a default built on them that backends may replace with a
     faster one keeping the same semantics. Defaults are Lucene's BM25 (k1=1.2, b=0.75).
+
+    A retriever is a context manager: leaving the ``with`` block calls :meth:`close`, which
+    releases what the backend holds (memory, files, locks). A backend's constructor takes
+    its settings as explicit keyword parameters, the base class's included, so a misspelt
+    setting is a ``TypeError`` at once.
     """
 
     #: registry name, e.g. "gensim"
     name: str = ""
+    reference: bool = False  # a point of comparison (rare bench), not in default lists
+    # A class attribute too, for a backend whose __init__ does not call the base's.
+    _closed: bool = False
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
-                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
-                 **options: Any) -> None:
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule()) -> None:
         if k1 < 0 or not 0 <= b <= 1:
             raise RetrieverError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1 = float(k1)
         self.b = float(b)
         self.near_duplicate = near_duplicate
-        self.options = options
+        self._closed = False
+
+    # -- lifetime ------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release what the backend holds; calling it again does nothing.
+
+        The default releases nothing and only marks the retriever closed. A backend that
+        holds something overrides it (and calls ``super().close()``). After it, a backend's
+        methods raise :class:`~rare.errors.RetrieverError` (each starts with
+        :meth:`_check_open`); ``close`` alone may be called again.
+        """
+        self._closed = True
+
+    def _check_open(self) -> None:
+        """Raise :class:`~rare.errors.RetrieverError` if this retriever was closed."""
+        if self._closed:
+            what = self.name or type(self).__name__
+            raise RetrieverError(f"this {what} retriever is closed (close() was called, or its "
+                                 "`with` block ended); create a new one to use it again")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        k1, b = getattr(self, "k1", None), getattr(self, "b", None)
+        return f"{type(self).__name__}(k1={k1}, b={b}, {state})"
 
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod
@@ -107,6 +153,7 @@ class Retriever(ABC):
         the top ``depth`` hits are examined (default ``max(50, 4 * (start_rank + num_neg))``);
         queries that run out are reported in :attr:`MineResult.shortfall`.
         """
+        self._check_open()
         check_mine_args(queries, positive_ids, num_neg, start_rank)
         if positive_texts is not None and len(positive_texts) != len(queries):
             raise RetrieverError(

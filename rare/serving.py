@@ -8,6 +8,7 @@ from typing import Any
 
 from rare.llm import LLMServing
 from rare.plugins import get, namespace
+from rare.settings import check_settings
 
 __all__ = ["LLMServing", "create", "names"]
 
@@ -16,7 +17,9 @@ DEFAULT = "embedded"
 
 def create(name: str | None = None, **options: Any) -> LLMServing:
     """A serving by registered name; the embedded local model when no name is given."""
-    cls = get("servings", name or DEFAULT)
+    name = name or DEFAULT
+    cls: type[LLMServing] = get("servings", name)
+    check_settings(cls, options, component=f"serving {name!r}")
     return cls(**options)
 
 

@@ -21,6 +21,7 @@ from rare.pipeline import Pipeline, rare_steps
 from rare.storage import read_records, write_records
 
 pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.slow  # a real model, three stages, three runs (a minute)
 
 ROWS = 3
 N_CTX = 4096

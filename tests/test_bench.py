@@ -1,10 +1,12 @@
 """`rare bench`: a real run on CACM, the report's fields, quality checked before speed, any
-registered retriever by name (a third party's too), and one clear line for bad input."""
+registered retriever by name (a third party's too), one clear line for bad input, and the
+reference retrievers (a built-in plugin, listed by `rare retrievers`, used only when named)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,15 +17,16 @@ from conftest import shared
 
 import rare.retrievers
 from rare import Retriever, hookimpl
-from rare.bench import (
-    BenchConfig,
-    DataSpec,
-    dataset_name,
-    load_dataset,
-    read_queries,
-    run_bench,
+from rare.bench import BenchConfig, DataSpec, run_bench
+from rare.bench.backends import check_backends
+from rare.bench.data import dataset_name, load_dataset, read_queries
+from rare.errors import (
+    InputError,
+    MissingDependencyError,
+    RareError,
+    StorageError,
+    UnknownNameError,
 )
-from rare.errors import InputError, RareError, StorageError, UnknownNameError
 from rare.plugins import pm
 from rare.retriever import Hits
 
@@ -263,3 +266,128 @@ def test_bad_settings_fail_before_anything_runs() -> None:
         run_bench(BenchConfig(cacm(), ["nope"], out=None), progress=lambda line: None)
     with pytest.raises(RareError, match="thread counts must be >= 1"):
         run_bench(BenchConfig(cacm(), ["tantivy"], threads=[0], out=None))
+
+
+# -- the references: registered retrievers of a built-in plugin, used only when named ----
+REFERENCE_NAMES = {"tantivy-py", "bm25s"}
+BUILTIN = "rare.bench.references"
+
+
+def _rare(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RARE, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_rare_retrievers_lists_the_references_and_their_plugin() -> None:
+    listing = _rare("retrievers", "--json")
+    assert listing.returncode == 0, listing.stderr
+    info = {item["name"]: item for item in json.loads(listing.stdout)}
+    assert REFERENCE_NAMES <= set(info)
+    for name in REFERENCE_NAMES:
+        assert info[name]["plugin"] == BUILTIN and info[name]["reference"] is True
+    assert info["tantivy-py"]["class"] == "rare.bench.references.TantivyPy"
+    assert info["tantivy"]["reference"] is False and info["tantivy"]["plugin"] != BUILTIN
+    assert {name for name, item in info.items() if item["reference"]} == REFERENCE_NAMES
+
+    text = _rare("retrievers")
+    assert text.returncode == 0, text.stderr
+    lines = {line.split()[0]: line.split()[1:] for line in text.stdout.splitlines()}
+    assert lines["bm25s"] == [BUILTIN, "reference"]
+    assert lines["tantivy-py"] == [BUILTIN, "reference"]
+    assert "reference" not in lines["gensim"]
+
+
+def test_rare_plugins_lists_the_builtin_plugin() -> None:
+    listing = _rare("plugins", "--json")
+    assert listing.returncode == 0, listing.stderr
+    info = {item["name"]: item for item in json.loads(listing.stdout)}
+    assert info[BUILTIN]["distribution"] == "rare-synth"
+    assert info[BUILTIN]["registered"]["retrievers"] == ["bm25s", "tantivy-py"]
+    text = _rare("plugins")
+    assert "    retrievers: bm25s, tantivy-py" in text.stdout
+
+
+def test_disabling_the_builtin_plugin_removes_the_references(tmp_path: Path) -> None:
+    env = {"RARE_DISABLE_PLUGINS": BUILTIN}
+    retrievers = json.loads(_rare("retrievers", "--json", env=env).stdout)
+    names = {item["name"] for item in retrievers}
+    assert names and not names & REFERENCE_NAMES and "tantivy" in names
+    plugin_names = {item["name"] for item in json.loads(_rare("plugins", "--json", env=env).stdout)}
+    assert BUILTIN not in plugin_names and "gensim" in plugin_names
+    data = cacm()
+    proc = _rare("bench", "--corpus", data.corpus, "--queries", data.queries,
+                 "--reference", "bm25s", "--out", str(tmp_path), env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: unknown backend 'bm25s'; known backends: ")
+    assert "(references)" not in proc.stderr  # none is registered
+
+
+def test_references_are_left_out_of_every_default_list() -> None:
+    from test_backend_parity import BACKENDS as PARITY
+
+    assert REFERENCE_NAMES <= set(rare.retrievers.names())
+    engines = rare.retrievers.engines()
+    assert not REFERENCE_NAMES & set(engines)
+    assert set(engines) == set(rare.retrievers.names()) - REFERENCE_NAMES
+    assert {"tantivy", "gensim"} <= set(PARITY) and not REFERENCE_NAMES & set(PARITY)
+    assert rare.retrievers.create("bm25s").reference is True
+    assert rare.retrievers.create("gensim").reference is False
+
+
+def test_rare_bench_without_backends_runs_the_engines_only(tmp_path: Path) -> None:
+    corpus = write(tmp_path / "tiny.jsonl",
+                   "".join(json.dumps({"id": f"d{i}", "text": text}) + "\n" for i, text in
+                           enumerate(["cats purr softly", "dogs bark loudly", "birds sing"])))
+    queries = write(tmp_path / "q.tsv", "q1\tcats\nq2\tdogs bark\n")
+    proc = _rare("bench", "--corpus", corpus, "--queries", queries, "--threads", "1",
+                 "--repeat", "1", "--k", "10", "--in-process", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    (report_path,) = (tmp_path / "out").glob("tiny-*.json")
+    report = json.loads(report_path.read_text())
+    assert report["backends"] == rare.retrievers.engines()
+    assert all(run["reference"] is False for run in report["runs"])
+
+
+def test_references_run_when_named_and_are_marked_in_the_report() -> None:
+    lines: list[str] = []
+    report = run_bench(BenchConfig(cacm(), ["tantivy", "bm25s"], threads=[1],
+                                   references=["tantivy-py"], repeat=1, out=None,
+                                   in_process=True),
+                       echo=lines.append, progress=lambda line: None)
+    assert report["backends"] == ["tantivy", "bm25s", "tantivy-py"]
+    runs = {run["backend"]: run for run in report["runs"]}
+    assert [runs[name]["reference"] for name in report["backends"]] == [False, True, True]
+    overlap = report["top10_overlap"]["tantivy"]
+    assert overlap["bm25s"] >= 0.9 and overlap["tantivy-py"] >= 0.7
+    for name in ("bm25s", "tantivy-py"):
+        assert runs[name]["num_indexed"] == 3204 and runs[name]["qps"]["mine"] > 0
+        assert 0.35 < report["quality"][name]["ndcg@10"] < 0.5
+
+
+@pytest.mark.parametrize("name,module,package", [("bm25s", "bm25s", "bm25s"),
+                                                 ("tantivy-py", "tantivy", "tantivy")])
+def test_missing_reference_package_names_the_pip_line(monkeypatch: pytest.MonkeyPatch,
+                                                      name: str, module: str,
+                                                      package: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    message = f"the reference backend {name!r} needs {package}: pip install {package}"
+    with pytest.raises(MissingDependencyError) as err:
+        check_backends([name])
+    assert str(err.value) == message
+    with pytest.raises(MissingDependencyError) as err:
+        rare.retrievers.create(name)
+    assert str(err.value) == message
+    with pytest.raises(MissingDependencyError, match=f"pip install {package}$"):
+        run_bench(BenchConfig(cacm(), ["tantivy"], references=[name], out=None),
+                  progress=lambda line: None)
+
+
+def test_loading_the_references_imports_neither_package() -> None:
+    code = ("import sys, rare.retrievers; rare.retrievers.names(); "
+            "import rare.bench.references as r; "
+            "print(sorted(m for m in ('tantivy', 'bm25s', 'rare.bench.runner', "
+            "'rare.bench.worker') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -55,7 +55,7 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path: Path) -> None:
     # A child process starts writing a large file and is killed in the middle.
     code = f"""
 import os, signal
-import rare.storage as st
+import rare.formats as st
 real = st.atomic_write_bytes
 def slow(path, data):
     def die(fd):

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from rare import EnglishAnalyzer, Retriever, RetrieverError, hookimpl
+from rare import EnglishAnalyzer, NearDuplicateRule, Retriever, RetrieverError, hookimpl
+from rare.hookspecs import Register
 from rare.retriever import Hits
 
 # Queries scored together: the sparse product for a chunk stays small.
@@ -23,8 +24,10 @@ class GensimRetriever(Retriever):
 
     name = "gensim"
 
-    def __init__(self, *, analyzer: EnglishAnalyzer | None = None, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75,
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
+                 analyzer: EnglishAnalyzer | None = None) -> None:
+        super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
         self.analyzer = analyzer or EnglishAnalyzer()
         self._ids: list[str] = []
         self._texts: dict[str, str] = {}
@@ -33,7 +36,15 @@ class GensimRetriever(Retriever):
         self._dictionary: Any = None
         self._weights: Any = None  # terms x docs, CSR
 
+    def close(self) -> None:
+        """Drop the documents, their tokens and the BM25 matrix."""
+        self._ids, self._texts, self._tokens = [], {}, []
+        self._dictionary = self._weights = None
+        self._committed = 0
+        super().close()
+
     def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        self._check_open()
         if len(ids) != len(texts):
             raise RetrieverError(f"index() got {len(ids)} ids but {len(texts)} texts")
         for doc_id, text in zip(ids, texts):
@@ -52,6 +63,7 @@ class GensimRetriever(Retriever):
         from gensim.matutils import corpus2csc
         from gensim.models.bm25model import LuceneBM25Model
 
+        self._check_open()
         if self._committed == len(self._ids) and self._weights is not None:
             return
         dictionary = Dictionary(self._tokens)
@@ -64,15 +76,18 @@ class GensimRetriever(Retriever):
         self._committed = len(self._ids)
 
     def __len__(self) -> int:
+        self._check_open()
         return self._committed
 
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        self._check_open()
         return [self._texts.get(str(doc_id)) for doc_id in ids]
 
     def search_batch(self, queries: Sequence[str], k: int,
                      threads: int | None = None) -> list[Hits]:
         from scipy.sparse import csr_matrix
 
+        self._check_open()
         if k < 1:
             raise RetrieverError(f"k must be >= 1, got {k}")
         if self._committed != len(self._ids) or self._weights is None:
@@ -101,5 +116,5 @@ class GensimRetriever(Retriever):
 
 
 @hookimpl
-def register_retrievers(register):  # type: ignore[no-untyped-def]
+def register_retrievers(register: Register) -> None:
     register(GensimRetriever, name="gensim")

@@ -297,7 +297,9 @@ def read_reply(data: Any) -> Completion:
     """The completion in a chat-completions body, or CallFailed when there is none."""
     if not isinstance(data, dict) or not isinstance(data.get("choices", []), list):
         raise CallFailed("malformed_body", "the body is not a chat completion", True)
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     prompt_tokens = usage.get("prompt_tokens") or 0
     completion_tokens = usage.get("completion_tokens") or 0
     choices = data.get("choices")

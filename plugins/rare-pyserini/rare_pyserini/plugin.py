@@ -5,13 +5,12 @@ Importing this module starts no JVM; that happens when a retriever is created.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rare import hookimpl
+from rare.hookspecs import Register
 
 
 @hookimpl
-def register_retrievers(register: Any) -> None:
+def register_retrievers(register: Register) -> None:
     from rare_pyserini.retriever import PyseriniRetriever
 
     register(PyseriniRetriever, name="pyserini")

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rare import Retriever, RetrieverError
+from rare import NearDuplicateRule, Retriever, RetrieverError
 from rare.retriever import Hits, default_threads
 from rare_pyserini import _jvm
 
@@ -56,8 +56,10 @@ class PyseriniRetriever(Retriever):
 
     name = "pyserini"
 
-    def __init__(self, *, path: str | os.PathLike[str] | None = None, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75,
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
+                 path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
         _jvm.thread_state()
         self._java = _jvm.classes()
         if path is None:
@@ -90,7 +92,6 @@ class PyseriniRetriever(Retriever):
         self._spool_lines: list[int] = []
         self._pending: list[str] = []  # ids indexed but not yet committed
         self._pending_empty: list[tuple[str, str]] = []
-        self._closed = False
         self._lock = threading.RLock()
         self._finalizer = weakref.finalize(
             self, _cleanup, self.path if self._owns_path else None, self._spool_ref
@@ -188,7 +189,8 @@ class PyseriniRetriever(Retriever):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RetrieverError(f"this retriever ({self.path}) is closed")
+            raise RetrieverError(f"this pyserini retriever ({self.path}) is closed; create a "
+                                 "new one to use it again")
 
     def _contents_schema(self) -> tuple[bool, bool]:
         """Whether the index's contents field has positions and term vectors (Lucene refuses
@@ -319,6 +321,7 @@ class PyseriniRetriever(Retriever):
         return searcher
 
     def __len__(self) -> int:
+        self._check_open()
         reader = self._reader
         if reader is None:
             return 0
@@ -468,24 +471,25 @@ class PyseriniRetriever(Retriever):
         return texts
 
     def close(self) -> None:
-        """Close the index; a temporary index directory (no ``path`` given) is removed."""
+        """Close the reader and its directory, drop the searchers and pending documents, and
+        remove the temporary index directory (no ``path`` given) and spool this object made.
+        A ``path`` given by the caller is kept. Calling it again does nothing."""
         _jvm.thread_state().stored_fields.pop(self, None)
         with self._lock:
+            if self._closed:
+                return
             if self._reader is not None:
                 self._reader.close()
                 self._directory.close()
                 self._reader = self._directory = None
             self._searchers.clear()
-            self._rescorer = None
+            self._rescorer = self._id_sort = None
+            self._lucene_ids = {}
+            self._known_ids = set()
             self._pending, self._pending_empty = [], []
-            self._closed = True
-            self._finalizer()
-
-    def __enter__(self) -> PyseriniRetriever:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+            self._spool = None
+            super().close()
+            self._finalizer()  # removes the spool, and the index directory if it is ours
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"docs={len(self)}"
@@ -512,9 +516,8 @@ def _raw_text(raw: str | None) -> str | None:
         parsed = json.loads(raw)
     except ValueError:
         return raw
-    if isinstance(parsed, dict) and isinstance(parsed.get(CONTENTS), str):
-        return parsed[CONTENTS]
-    return raw
+    contents = parsed.get(CONTENTS) if isinstance(parsed, dict) else None
+    return contents if isinstance(contents, str) else raw
 
 
 def _cleanup(index_dir: Path | None, spool: list[Path | None]) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing
@@ -47,15 +45,6 @@ Parse = Callable[[Completion], Any]
 
 #: failed completions that a stage asks again for (the serving retried the others)
 RETRYABLE_ERRORS = ("empty_reply", "empty_choices")
-
-
-def open_journal(storage: Any) -> Journal | None:
-    """The journal of the step ``storage`` writes, beside its output file (None without one)."""
-    path = getattr(storage, "write_path", None)
-    if path is None:
-        return None
-    path = Path(path)
-    return Journal(path.with_name(path.name + ".journal"))
 
 
 def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatRequest],
@@ -101,20 +90,22 @@ def generate_with_retries(serving: LLMServing, build: Callable[[int, int], ChatR
     return values, failures, attempts
 
 
-class StageTimer:
-    """Collects an operator's stats: rows, failures, tokens spent and seconds."""
+class Tally:
+    """An operator's running stats over the batches of one step: failures, tokens, extras."""
 
     def __init__(self, serving: LLMServing | None = None) -> None:
         self.serving = serving
-        self.start = time.perf_counter()
         self.tokens0 = self._tokens()
+        self.stats: dict[str, Any] = {"failed": 0, "tokens": 0}
 
     def _tokens(self) -> int:
         if self.serving is None:
             return 0
         return self.serving.usage["prompt_tokens"] + self.serving.usage["completion_tokens"]
 
-    def finish(self, rows_in: int, rows_out: int, failed: int, **extra: Any) -> dict[str, Any]:
-        return {"rows_in": rows_in, "rows_out": rows_out, "failed": failed,
-                "tokens": self._tokens() - self.tokens0,
-                "seconds": round(time.perf_counter() - self.start, 3), **extra}
+    def add(self, **counts: int) -> dict[str, Any]:
+        """Add ``counts`` to the stats, refresh the token count, return the stats."""
+        for key, value in counts.items():
+            self.stats[key] = self.stats.get(key, 0) + value
+        self.stats["tokens"] = self._tokens() - self.tokens0
+        return self.stats

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from rare import ChatRequest, Completion, LLMServing, Operator
-from rare_stages.common import StageTimer, generate_with_retries, open_journal, seeded_int
+from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
+from rare.formats import Records
+from rare_stages.common import Tally, generate_with_retries, seeded_int
 from rare_stages.doc2query import default_serving
 from rare_stages.prompts import DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK
 
@@ -38,12 +38,32 @@ class ReasonDistill(Operator):
                  max_doc_tokens: int | None = None, max_attempts: int = 2,
                  max_tokens: int | None = None) -> None:
         super().__init__()
+        self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.seed = seed
         self.max_doc_tokens = max_doc_tokens
         self.max_attempts = max_attempts
         # the reply's length: ours, else the serving's, else REPLY_TOKENS
         self.max_tokens = max_tokens or self.llm_serving.max_tokens or REPLY_TOKENS
+        self.configure()
+
+    def configure(self, input_text_key: str = "text", input_question_key: str = "question",
+                  input_scenario_key: str = "scenario",
+                  input_hardneg_key: str = "hard_negatives",
+                  output_key: str = "reasoning") -> None:
+        """Per-run settings, as the reference's ``run()`` took them."""
+        self.input_text_key = input_text_key
+        self.input_question_key = input_question_key
+        self.input_scenario_key = input_scenario_key
+        self.input_hardneg_key = input_hardneg_key
+        self.output_key = output_key
+
+    def input_columns(self) -> list[str]:
+        return [self.input_text_key, self.input_question_key, self.input_scenario_key,
+                self.input_hardneg_key]
+
+    def output_columns(self) -> list[str]:
+        return [self.output_key]
 
     def doc_budget(self, count: int) -> int:
         if self.max_doc_tokens is not None:
@@ -59,75 +79,74 @@ class ReasonDistill(Operator):
         random.Random(seeded_int(self.seed, key)).shuffle(order)
         return [docs[j] for j in order], order.index(0)
 
-    def run(self, storage: Any, input_text_key: str = "text", input_question_key: str = "question",
-            input_scenario_key: str = "scenario", input_hardneg_key: str = "hard_negatives",
-            output_key: str = "reasoning", **_: Any) -> list[str]:
-        timer = StageTimer(self.llm_serving)
-        df, source = self.read_input(storage, [input_text_key, input_question_key,
-                                               input_scenario_key, input_hardneg_key])
-        if df is None:
-            return [output_key]
-        self.warn_existing(df, [output_key], source)
-        texts, text_problems = self.text_column(df, input_text_key, source)
-        questions, _ = self.text_column(df, input_question_key, source)
-        scenarios, _ = self.text_column(df, input_scenario_key, source)
-        hardnegs = df[input_hardneg_key].tolist()
+    def open(self, ctx: StepContext) -> None:
+        super().open(ctx)
+        self.tally = Tally(self.llm_serving)
 
-        n = len(df)
+    def prompt_for(self, text: str, question: str, scenario: str,
+                   negatives: list[str]) -> tuple[str, int, bool]:
+        """The user prompt, where the positive landed, and whether a document was cut."""
+        docs, position = self.arrange(text, negatives, f"{question}\x1f{text}")
+        budget = self.doc_budget(len(docs))
+        blocks = []
+        cut_any = False
+        for label, doc in enumerate(docs, start=1):
+            cut, was_cut = self.llm_serving.truncate(doc, budget)
+            cut_any |= was_cut
+            blocks.append(DOCUMENT_BLOCK.format(label=label, text=cut))
+        prompt = DISTILL_USER.format(scenario=scenario, question=question, count=len(docs),
+                                     documents="\n\n".join(blocks))
+        return prompt, position, cut_any
+
+    def transform(self, rows: Records, ctx: StepContext) -> Records:
+        texts, text_problems = self.text_values(rows, self.input_text_key, ctx)
+        questions, _ = self.text_values(rows, self.input_question_key, ctx)
+        scenarios, _ = self.text_values(rows, self.input_scenario_key, ctx)
+        n = len(rows)
         errors: list[str | None] = [None] * n
         prompts: dict[int, str] = {}
         positions: list[int | None] = [None] * n
         truncated = [False] * n
-        for i in range(n):
-            negs = hardnegs[i]
-            if texts[i] is None:
+        for i, row in enumerate(rows):
+            negs = row.get(self.input_hardneg_key)
+            text, question, scenario = texts[i], questions[i], scenarios[i]
+            if text is None:
                 errors[i] = f"skipped: {text_problems[i]}"
-            elif questions[i] is None or scenarios[i] is None:
+            elif question is None or scenario is None:
                 errors[i] = "skipped: no question or scenario (an earlier step failed)"
-            elif not isinstance(negs, list):
-                errors[i] = f"skipped: no {input_hardneg_key!r} (an earlier step failed)"
-            if errors[i]:
-                continue
-            docs, positions[i] = self.arrange(texts[i], [str(t) for t in negs],
-                                              f"{questions[i]}\x1f{texts[i]}")
-            budget = self.doc_budget(len(docs))
-            blocks = []
-            for label, doc in enumerate(docs, start=1):
-                cut, was_cut = self.llm_serving.truncate(doc, budget)
-                truncated[i] |= was_cut
-                blocks.append(DOCUMENT_BLOCK.format(label=label, text=cut))
-            prompts[i] = DISTILL_USER.format(scenario=scenarios[i], question=questions[i],
-                                             count=len(docs), documents="\n\n".join(blocks))
-
-        journal = open_journal(storage)
-        try:
-            values, failures, _ = generate_with_retries(
-                self.llm_serving,
-                lambda i, a: ChatRequest.from_prompt(prompts[i], system=DISTILL_SYSTEM,
-                                                     max_tokens=self.max_tokens,
-                                                     seed=self.seed + a),
-                list(prompts), parse_reasoning, self.max_attempts, desc="ReasonDistill",
-                journal=journal,
-            )
-        finally:
-            if journal is not None:
-                journal.close()
+            elif not isinstance(negs, list) or not all(isinstance(t, str) for t in negs):
+                errors[i] = f"skipped: no {self.input_hardneg_key!r} (an earlier step failed)"
+            else:
+                prompts[i], positions[i], truncated[i] = self.prompt_for(
+                    text, question, scenario, negs)
+        values, failures, _ = generate_with_retries(
+            self.llm_serving,
+            lambda i, a: ChatRequest.from_prompt(prompts[i], system=DISTILL_SYSTEM,
+                                                 max_tokens=self.max_tokens,
+                                                 seed=self.seed + a),
+            list(prompts), parse_reasoning, self.max_attempts, desc="ReasonDistill",
+            journal=ctx.journal,
+        )
         raws: list[str | None] = [None] * n
         for i, (reason, raw) in failures.items():
             errors[i], raws[i] = reason, raw
-        df[output_key] = [values[i][0] if i in values else None for i in range(n)]
-        df["reasoning_finish_reason"] = [values[i][1] if i in values else None for i in range(n)]
-        df["reasoning_positive_index"] = positions
-        df["reasoning_positive_label"] = [
-            f"Document {p + 1}" if p is not None else None for p in positions
-        ]
-        df["reasoning_truncated"] = truncated
-        df["reasoning_error"] = errors
-        df["reasoning_raw"] = raws
-        storage.write(df)
-        self.stats = timer.finish(n, n, sum(e is not None for e in errors),
-                                  truncated=sum(truncated))
-        return [output_key]
+        for i, row in enumerate(rows):
+            position = positions[i]
+            row[self.output_key] = values[i][0] if i in values else None
+            row["reasoning_finish_reason"] = values[i][1] if i in values else None
+            row["reasoning_positive_index"] = position
+            row["reasoning_positive_label"] = (f"Document {position + 1}"
+                                               if position is not None else None)
+            row["reasoning_truncated"] = truncated[i]
+            row["reasoning_error"] = errors[i]
+            row["reasoning_raw"] = raws[i]
+        self.stats = self.tally.add(failed=sum(e is not None for e in errors),
+                                    truncated=sum(truncated))
+        return rows
+
+    def close(self) -> None:
+        if self._owns_serving:
+            self.llm_serving.close()
 
 
 RAREReasonDistillGenerator = ReasonDistill

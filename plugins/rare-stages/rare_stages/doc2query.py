@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from rare import ChatRequest, Completion, LLMServing, Operator
-from rare_stages.common import StageTimer, generate_with_retries, open_journal, parse_json_object
+from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
+from rare.formats import Records
+from rare_stages.common import Tally, generate_with_retries, parse_json_object
 from rare_stages.prompts import DOC2QUERY_SCHEMA, DOC2QUERY_SYSTEM, DOC2QUERY_USER
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,29 @@ class Doc2Query(Operator):
     def __init__(self, llm_serving: LLMServing | None = None, max_attempts: int = 3,
                  max_doc_tokens: int | None = None, seed: int = 0) -> None:
         super().__init__()
+        self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.max_attempts = max_attempts
         self.max_doc_tokens = max_doc_tokens
         self.seed = seed
+        self.configure()
+
+    def configure(self, input_key: str = "text", output_question_key: str = "question",
+                  output_scenario_key: str = "scenario",
+                  max_attempts: int | None = None) -> None:
+        """Per-run settings, as the reference's ``run()`` took them."""
+        self.input_key = input_key
+        self.output_question_key = output_question_key
+        self.output_scenario_key = output_scenario_key
+        self.attempts_allowed = self.max_attempts if max_attempts is None else max_attempts
+        if self.attempts_allowed < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.attempts_allowed}")
+
+    def input_columns(self) -> list[str]:
+        return [self.input_key]
+
+    def output_columns(self) -> list[str]:
+        return [self.output_question_key, self.output_scenario_key]
 
     def doc_budget(self) -> int:
         if self.max_doc_tokens is not None:
@@ -72,59 +91,50 @@ class Doc2Query(Operator):
             seed=self.seed + attempt,
         )
 
-    def run(self, storage: Any, input_key: str = "text", output_question_key: str = "question",
-            output_scenario_key: str = "scenario", max_attempts: int | None = None,
-            **_: Any) -> list[str]:
-        timer = StageTimer(self.llm_serving)
-        attempts_allowed = max_attempts if max_attempts is not None else self.max_attempts
-        df, source = self.read_input(storage, [input_key])
-        if df is None:
-            return [output_question_key, output_scenario_key]
-        texts, problems = self.text_column(df, input_key, source)
-        self.warn_problems(problems, "have no text and are marked failed")
-        self.warn_existing(df, [output_question_key, output_scenario_key], source)
+    def open(self, ctx: StepContext) -> None:
+        super().open(ctx)
+        self.tally = Tally(self.llm_serving)
+        self.budget = self.doc_budget()
 
-        budget = self.doc_budget()
+    def transform(self, rows: Records, ctx: StepContext) -> Records:
+        texts, problems = self.text_values(rows, self.input_key, ctx)
+        self.warn_problems(problems, "have no text and are marked failed")
         documents: dict[int, str] = {}
-        truncated = [False] * len(df)
+        truncated = [False] * len(rows)
         for i, text in enumerate(texts):
             if text is not None:
-                documents[i], truncated[i] = self.llm_serving.truncate(text, budget)
-
-        journal = open_journal(storage)
-        try:
-            values, failures, attempts = generate_with_retries(
-                self.llm_serving, lambda i, a: self.build_request(documents[i], a),
-                list(documents), parse_query, attempts_allowed, desc="Doc2Query",
-                journal=journal,
-            )
-        finally:
-            if journal is not None:
-                journal.close()
-        questions: list[str | None] = [None] * len(df)
-        scenarios: list[str | None] = [None] * len(df)
-        errors: list[str | None] = [None] * len(df)
-        raws: list[str | None] = [None] * len(df)
-        for i in range(len(df)):
+                documents[i], truncated[i] = self.llm_serving.truncate(text, self.budget)
+        values, failures, attempts = generate_with_retries(
+            self.llm_serving, lambda i, a: self.build_request(documents[i], a),
+            list(documents), parse_query, self.attempts_allowed, desc="Doc2Query",
+            journal=ctx.journal,
+        )
+        failed = 0
+        for i, row in enumerate(rows):
+            question = scenario = error = raw = None
             if i in values:
-                questions[i], scenarios[i] = values[i]
+                question, scenario = values[i]
             elif i in failures:
-                errors[i], raws[i] = failures[i]
+                error, raw = failures[i]
             else:
-                errors[i] = problems[i]
-        df[output_question_key] = questions
-        df[output_scenario_key] = scenarios
-        df["doc2query_error"] = errors
-        df["doc2query_raw"] = raws
-        df["doc2query_attempts"] = [attempts.get(i, 0) for i in range(len(df))]
-        df["doc2query_truncated"] = truncated
+                error = problems[i]
+            failed += error is not None
+            row[self.output_question_key] = question
+            row[self.output_scenario_key] = scenario
+            row["doc2query_error"] = error
+            row["doc2query_raw"] = raw
+            row["doc2query_attempts"] = attempts.get(i, 0)
+            row["doc2query_truncated"] = truncated[i]
         if any(truncated):
             log.warning("%d document(s) were longer than %d tokens and were cut to fit the "
-                        "serving's context (column doc2query_truncated)", sum(truncated), budget)
-        storage.write(df)
-        self.stats = timer.finish(len(df), len(df), sum(e is not None for e in errors),
-                                  truncated=sum(truncated))
-        return [output_question_key, output_scenario_key]
+                        "serving's context (column doc2query_truncated)", sum(truncated),
+                        self.budget)
+        self.stats = self.tally.add(failed=failed, truncated=sum(truncated))
+        return rows
+
+    def close(self) -> None:
+        if self._owns_serving:
+            self.llm_serving.close()
 
 
 RAREDoc2QueryGenerator = Doc2Query

@@ -3,6 +3,16 @@
 import os
 from typing import final
 
+__all__ = [
+    "Bm25Index",
+    "analyze",
+    "tokenize",
+    "is_near_duplicate",
+    "Bm25Error",
+    "FORMAT_VERSION",
+    "__version__",
+]
+
 __version__: str
 FORMAT_VERSION: int
 

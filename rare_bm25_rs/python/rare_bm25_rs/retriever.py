@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from rare.errors import RetrieverError
 from rare.retriever import Hits, MineResult, Retriever, check_mine_args, default_threads
@@ -24,7 +23,8 @@ class TantivyError(RetrieverError, _native.Bm25Error):
 
     ``kind`` says what went wrong: ``bad_path``, ``incompatible_index``,
     ``invalid_argument``, ``index`` (tantivy failed, e.g. a folder locked by another
-    writer) or ``internal`` (a bug caught before it could crash Python).
+    writer), ``closed`` (used after :meth:`TantivyRetriever.close`) or ``internal`` (a bug
+    caught before it could crash Python).
     """
 
     kind: str = "invalid_argument"
@@ -77,19 +77,15 @@ class TantivyRetriever(Retriever):
                  near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),  # noqa: B008
                  path: str | os.PathLike[str] | None = None, scorer: str = "auto",
                  writer_heap_bytes: int = 256_000_000, writer_threads: int | None = None,
-                 analyzer: str | None = None, **options: Any) -> None:
-        if options:
-            raise TantivyError(
-                f"unknown option(s) for the tantivy retriever: {', '.join(sorted(options))}"
-            )
+                 analyzer: str | None = None) -> None:
         try:
-            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate, path=path,
-                             scorer=scorer)
+            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
         except RetrieverError as exc:
             raise TantivyError(str(exc)) from None
         self.path = None if path is None else os.fspath(path)
+        self._handle: _native.Bm25Index | None = None
         with _translated():
-            self._index = _native.Bm25Index(
+            self._handle = _native.Bm25Index(
                 self.path, k1=self.k1, b=self.b, scorer=scorer,
                 writer_heap_bytes=writer_heap_bytes,
                 writer_threads=min(_threads(writer_threads), 8), analyzer=analyzer,
@@ -97,8 +93,24 @@ class TantivyRetriever(Retriever):
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path else "RAM"
-        return (f"TantivyRetriever(k1={self.k1}, b={self.b}, analyzer={self.analyzer!r}, "
-                f"index={where})")
+        state = "closed" if self._handle is None else f"analyzer={self.analyzer!r}"
+        return f"TantivyRetriever(k1={self.k1}, b={self.b}, {state}, index={where})"
+
+    @property
+    def _index(self) -> _native.Bm25Index:
+        """The native index; a :class:`TantivyError` once the retriever is closed."""
+        index = self._handle
+        if index is None:
+            raise TantivyError(
+                "this tantivy retriever is closed (close() was called, or its `with` block "
+                "ended); create a new one to use it again"
+                + (f", e.g. TantivyRetriever(path={self.path!r})" if self.path else ""),
+                kind="closed",
+            )
+        return index
+
+    def _check_open(self) -> None:
+        self._index  # noqa: B018 - raises once closed
 
     @property
     def analyzer(self) -> str:
@@ -123,15 +135,17 @@ class TantivyRetriever(Retriever):
             self._index.commit()
 
     def close(self) -> None:
-        """Commit, let merges finish and release the writer's lock on the folder."""
-        with _translated():
-            self._index.close()
-
-    def __enter__(self) -> TantivyRetriever:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        """Commit, let merges finish, release the writer's lock on the folder and drop the
+        index (a RAM index's memory goes with it). Calling it again does nothing."""
+        index = self._handle
+        if index is None:
+            return
+        try:
+            with _translated():
+                index.close()
+        finally:
+            self._handle = None
+            super().close()
 
     def search_batch(self, queries: Sequence[str], k: int,
                      threads: int | None = None) -> list[Hits]:
