@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CallStyle = Literal["complete", "acomplete", "complete_batch"]
+#: settle(members, completion, source): record one outcome for the positions ``members``
+Settle = Callable[[list[int], Completion, str], None]
 
 
 class Backend(Protocol):
@@ -425,7 +427,7 @@ class BatchExecutor:
 
     def _call(self, backend: Backend, style: CallStyle, requests: Sequence[ChatRequest],
               keys: list[str], pending: list[list[int]], journal: Journal | None,
-              cache: ResponseCache | None, settle: Any) -> None:
+              cache: ResponseCache | None, settle: Settle) -> None:
         """Call the serving for every group of ``pending``; settle each as it finishes."""
         batch = _Batch([requests[m[0]] for m in pending], [keys[m[0]] for m in pending],
                        journal)
@@ -481,7 +483,8 @@ class BatchExecutor:
             self._drain(batch, live, backend.drain_seconds, handle)
             raise
 
-    def _drain(self, batch: _Batch, live: int, seconds: float, handle: Any) -> None:
+    def _drain(self, batch: _Batch, live: int, seconds: float,
+               handle: Callable[[int, Completion], None]) -> None:
         """After Ctrl-C or fail-fast: let the calls in flight finish, and keep their replies.
 
         A call in flight is paid for; waiting for it (``seconds`` at most) lets its reply
