@@ -8,9 +8,9 @@ measures its capacity with a bare asyncio client at zero latency and prints it.
 Then Doc2Query requests (the stage's own prompt, schema and reply length, one per CACM
 document, no two alike) go through ``APILLMServing_request`` and the batch executor at
 each ``max_workers``, with the step's journal on and the response cache off, as in
-``rare run --no-cache``. Ideal throughput is ``max_workers / latency``; a batch is
-``--waves`` times ``max_workers`` requests, after one warm-up wave that opens the
-connections. Run it on a quiet machine::
+``rare run --no-cache`` (``--cache`` turns a new one on). Ideal throughput is
+``max_workers / latency``; a batch is ``--waves`` times ``max_workers`` requests, after one
+warm-up wave that opens the connections. Run it on a quiet machine::
 
     python benchmarks/llm_throughput.py [--workers 20,64,256] [--latency 0.3] [--waves 8]
 """
@@ -152,9 +152,9 @@ def doc2query_requests(count: int) -> list[Any]:
             for i in range(count)]
 
 
-def measure(url: str, workers: int, latency: float, waves: int,
-            journal_dir: Path) -> dict[str, Any]:
-    from rare.llm import Journal
+def measure(url: str, workers: int, latency: float, waves: int, journal_dir: Path,
+            cache: bool = False) -> dict[str, Any]:
+    from rare.llm import Journal, ResponseCache
     from rare.serving import APILLMServing_request
 
     count = waves * workers
@@ -162,7 +162,7 @@ def measure(url: str, workers: int, latency: float, waves: int,
     serving = APILLMServing_request(api_url=url, model_name="bench", max_workers=workers,
                                     max_retries=0, timeout=60.0,
                                     structured_output="json_schema")
-    serving.use_cache(False)
+    serving.use_cache(ResponseCache(journal_dir / f"cache{workers}") if cache else False)
     try:
         serving.generate(requests[count:])  # warm-up: the client and its connections
         with Journal(journal_dir / f"w{workers}.journal") as journal:
@@ -175,7 +175,7 @@ def measure(url: str, workers: int, latency: float, waves: int,
         serving.close()
     failed = sum(not r.ok for r in replies)
     ideal = workers / latency
-    return {"max_workers": workers, "requests": count, "failed": failed,
+    return {"max_workers": workers, "cache": cache, "requests": count, "failed": failed,
             "seconds": round(elapsed, 3), "req_per_s": round(count / elapsed, 1),
             "ideal_req_per_s": round(ideal, 1), "ratio": round(count / elapsed / ideal, 3),
             "client_cpu_s": round(cpu, 2)}
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="20,64,256")
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--waves", type=int, default=8)
+    parser.add_argument("--cache", action="store_true",
+                        help="with the response cache on (a new one), as `rare run` has it")
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with Endpoint(args.latency) as url, tempfile.TemporaryDirectory() as tmp:
         for w in workers:
-            row = measure(url, w, args.latency, args.waves, Path(tmp))
+            row = measure(url, w, args.latency, args.waves, Path(tmp), args.cache)
             rows.append(row)
             print(f"max_workers {w:4d}: {row['requests']:5d} requests in {row['seconds']:6.2f} s"
                   f" = {row['req_per_s']:7.1f}/s, ideal {row['ideal_req_per_s']:7.1f}/s, "
