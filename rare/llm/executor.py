@@ -156,17 +156,25 @@ _DONE = None  # what a worker puts on the queue when it stops
 
 
 class _Batch:
-    """The requests still to call, handed out to workers; finished ones go to ``out``."""
+    """The requests still to call, handed out to workers; finished ones go to ``out``.
+
+    ``out`` carries lists of (position, completion): workers on threads post each one as it
+    finishes; async workers post what finished in one turn of the event loop together, so
+    the caller's thread wakes once per turn rather than once per reply.
+    """
 
     def __init__(self, requests: list[ChatRequest], keys: list[str],
-                 journal: Journal | None) -> None:
+                 journal: Journal | None, loop: asyncio.AbstractEventLoop | None = None
+                 ) -> None:
         self.requests = requests
         self.keys = keys
         self.journal = journal
+        self.loop = loop
         self.cancel = CancelToken()
-        self.out: queue.Queue[tuple[int, Completion] | None] = queue.Queue()
+        self.out: queue.Queue[list[tuple[int, Completion]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._next = 0
+        self._buffer: list[tuple[int, Completion]] = []
         self.taken = 0
         self.delivered = 0
 
@@ -182,12 +190,26 @@ class _Batch:
 
     def deliver(self, n: int, result: Completion) -> None:
         """A finished call: journal it first (a killed run resumes from it), then report."""
-        key = self.keys[n]
         if result.ok and self.journal is not None:
-            self.journal.put(key, result)
+            self.journal.put(self.keys[n], result)
         with self._lock:
             self.delivered += 1
-        self.out.put((n, result))
+        if self.loop is None:
+            self.out.put([(n, result)])
+            return
+        self._buffer.append((n, result))  # on the loop's thread: no lock needed
+        if len(self._buffer) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            items, self._buffer = self._buffer, []
+            self.out.put(items)
+
+    def finish(self) -> None:
+        """A worker stops (after posting what it delivered)."""
+        self._flush()
+        self.out.put(_DONE)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -209,7 +231,7 @@ def _thread_worker(backend: Backend, batch: _Batch) -> None:
                 result = _failed(exc)
             batch.deliver(n, result)
     finally:
-        batch.out.put(_DONE)
+        batch.finish()
 
 
 def _batch_worker(backend: Backend, batch: _Batch, size: int) -> None:
@@ -228,7 +250,7 @@ def _batch_worker(backend: Backend, batch: _Batch, size: int) -> None:
             for n, result in zip(chunk, results):
                 batch.deliver(n, result)
     finally:
-        batch.out.put(_DONE)
+        batch.finish()
 
 
 async def _async_workers(backend: Backend, batch: _Batch, count: int) -> None:
@@ -244,7 +266,7 @@ async def _async_workers(backend: Backend, batch: _Batch, count: int) -> None:
                     result = _failed(exc)
                 batch.deliver(n, result)
         finally:
-            batch.out.put(_DONE)
+            batch.finish()
 
     await asyncio.gather(*(worker() for _ in range(count)))
 
@@ -435,7 +457,9 @@ class BatchExecutor:
         threads: list[threading.Thread] = []
         future: Future[None] | None = None
         if style == "acomplete":
-            future = self._loop_thread().submit(_async_workers(backend, batch, workers))
+            loop = self._loop_thread()
+            batch.loop = loop.loop
+            future = loop.submit(_async_workers(backend, batch, workers))
         elif style == "complete_batch":
             workers = 1
             size = backend.batch_size or len(pending)
@@ -460,26 +484,31 @@ class BatchExecutor:
             settle(pending[n], result, "call")
 
         received, live = 0, workers
+        items: list[tuple[int, Completion]] = []
         try:
             while received < len(pending):
                 try:
-                    item = batch.out.get(timeout=1.0)
+                    got = batch.out.get(timeout=1.0)
                 except queue.Empty:
                     if alive() or not batch.out.empty():
                         continue
-                    live, item = 0, _DONE  # the workers are gone without a word
-                if item is _DONE:
+                    live, got = 0, _DONE  # the workers are gone without a word
+                if got is _DONE:
                     live -= 1
                     if live <= 0:
                         raise self._stopped_error(future, len(pending) - received)
                     continue
-                n, result = item
-                received += 1
-                handle(n, result)
-                if self.accounting.streak >= backend.fail_fast:
-                    raise self._fail_fast_error(self.accounting.streak, result)
+                items = got
+                while items:
+                    n, result = items.pop(0)
+                    received += 1
+                    handle(n, result)
+                    if self.accounting.streak >= backend.fail_fast:
+                        raise self._fail_fast_error(self.accounting.streak, result)
         except BaseException:
             batch.cancel.set()  # calls in flight stop retrying; nothing new is taken
+            for n, result in items:  # finished, journaled, not yet counted
+                handle(n, result)
             self._drain(batch, live, backend.drain_seconds, handle)
             raise
 
@@ -503,12 +532,13 @@ class BatchExecutor:
                 if left <= 0:
                     return
                 try:
-                    item = batch.out.get(timeout=left)
+                    got = batch.out.get(timeout=left)
                 except queue.Empty:
                     return
-                if item is _DONE:
+                if got is _DONE:
                     live -= 1
-                else:
-                    handle(*item)
+                    continue
+                for n, result in got:
+                    handle(n, result)
         except KeyboardInterrupt:
             pass
