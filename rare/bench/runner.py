@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rare.bench.backends import check_backends
+from rare.bench.backends import check_backends, check_languages
 from rare.bench.chart import write_chart
 from rare.bench.data import DataSpec, load_dataset
 from rare.bench.report import build_report, load_average, print_quality, print_speed
 from rare.bench.worker import Job, measure, run_worker
 from rare.errors import RareError
+from rare.text import check_language
 
 
 class BenchError(RareError):
@@ -39,6 +40,7 @@ class BenchConfig:
     min_overlap: float = 0.9
     timeout: float = 1800.0
     in_process: bool = False
+    language: str = "en"
 
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     if config.k < 10:
         raise BenchError(f"k must be >= 10 (top-10 overlap is compared), got {config.k}")
     check_backends(names)
+    check_language(config.language, "--language")
+    check_languages(names, config.language)
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     load_before = load_average()
     start = time.perf_counter()
@@ -66,7 +70,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
              f"queries ({data.judged:,} judged), loaded in {time.perf_counter() - start:.1f} s")
     if not config.in_process:
         data.texts = []  # the workers load their own copy; this one only checked the input
-    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat)
+    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat,
+                language=config.language)
             for t in config.threads for name in names]  # interleaved: load drifts alike
     results: list[dict[str, Any]] = []
     for i, job in enumerate(jobs, 1):
