@@ -78,24 +78,23 @@ def test_jieba_backends_agree() -> None:
 
 
 def test_rust_cjk_gives_lucenes_tokens() -> None:
-    """Token for token against Lucene's own CJKAnalyzer, on every document and query."""
+    """Token for token against Lucene's own CJKAnalyzer, on every document and query of the
+    three sets (12,313 texts)."""
     pytest.importorskip("rare_pyserini")
-    from rare_pyserini import _jvm
-    from test_chinese_text import ODD
-
     from rare_bm25_rs import analyze
+    from rare_pyserini import _jvm
 
     java = _jvm.classes()
     utils = java._autoclass("io.anserini.analysis.AnalyzerUtils")
     analyzer = java.cjk_analyzer
-    texts = [t for name in SETS for t in load(name).texts + load(name).queries[:500]]
-    texts += [t for t in ODD if t.strip()]
+    texts = [t for name in SETS for t in load(name).texts + load(name).queries]
+    texts += ["ＡＢＣ ｶﾞｷﾞ 〇々〆 中ー文 ゝ中 a★b 中®文 ___ _a wr\u200biters the an www s t"]
     differing = []
     for text in texts:
         lucene = [str(token) for token in utils.analyze(analyzer, text).toArray()]
         if lucene != analyze(text, "cjk"):
             differing.append(text)
-    assert len(differing) <= len(texts) // 1000, differing[:3]
+    assert differing == []
 
 
 def test_pyserini_saved_index_remembers_its_language(tmp_path) -> None:

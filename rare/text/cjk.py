@@ -28,19 +28,39 @@ from typing import Any
 
 from rare.text.english import LUCENE_ENGLISH_STOPWORDS
 
-#: CJKAnalyzer's default stop words
-CJK_STOPWORDS = LUCENE_ENGLISH_STOPWORDS | {"s", "t", "www"}
+#: CJKAnalyzer's default stop words, as Lucene has them: its English stop words without
+#: "an", plus "s", "t" and "www"
+CJK_STOPWORDS = (LUCENE_ENGLISH_STOPWORDS - {"an"}) | {"s", "t", "www"}
 
-# The scripts, as character-class ranges (the same as rare_bm25_rs/src/cjk.rs).
-HAN = ("\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3400-\u4dbf\u4e00-\u9fff"
-       "\uf900-\ufaff\U00020000-\U0003ffff")
+# The scripts, as character-class ranges (the same as rare_bm25_rs/src/cjk.rs). Han as
+# Lucene's tokenizer and bigram filter take it: not 々 (a letter there) nor the radicals.
+HAN = ("\u3007\u3021-\u3029\u3038-\u303a\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+       "\U00020000-\U0003ffff")
 HIRAGANA = "\u3041-\u3096\u309d-\u309f"
 KATAKANA = ("\u3031-\u3035\u309b-\u309c\u30a0-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u32d0-\u32fe"
             "\u3300-\u3357\uff66-\uff9d")
 HANGUL = "\u1100-\u11ff\u3131-\u318e\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff"
 CJK = HAN + HIRAGANA + KATAKANA + HANGUL
 
+#: Extended_Pictographic: a token of its own in Lucene's StandardTokenizer (``<EMOJI>``)
+EMOJI = ("\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9-\u21aa\u231a-\u231b"
+         "\u2328\u2388\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa-\u25ab\u25b6\u25c0"
+         "\u25fb-\u25fe\u2600-\u2605\u2607-\u2612\u2614-\u2685\u2690-\u2705"
+         "\u2708-\u2712\u2714\u2716\u271d\u2721\u2728\u2733-\u2734\u2744\u2747\u274c"
+         "\u274e\u2753-\u2755\u2757\u2763-\u2767\u2795-\u2797\u27a1\u27b0\u27bf"
+         "\u2934-\u2935\u2b05-\u2b07\u2b1b-\u2b1c\u2b50\u2b55\u3030\u303d\u3297\u3299"
+         "\U0001f000-\U0001f0ff\U0001f10d-\U0001f10f\U0001f12f\U0001f16c-\U0001f171"
+         "\U0001f17e-\U0001f17f\U0001f18e\U0001f191-\U0001f19a\U0001f1ad-\U0001f1e5"
+         "\U0001f201-\U0001f20f\U0001f21a\U0001f22f\U0001f232-\U0001f23a"
+         "\U0001f23c-\U0001f23f\U0001f249-\U0001f3fa\U0001f400-\U0001f53d"
+         "\U0001f546-\U0001f64f\U0001f680-\U0001f6ff\U0001f774-\U0001f77f"
+         "\U0001f7d5-\U0001f7ff\U0001f80c-\U0001f80f\U0001f848-\U0001f84f"
+         "\U0001f85a-\U0001f85f\U0001f888-\U0001f88f\U0001f8ae-\U0001f8ff"
+         "\U0001f90c-\U0001f93a\U0001f93c-\U0001f945\U0001f947-\U0001faff"
+         "\U0001fc00-\U0001fffd")
+
 _CJK_CHAR = re.compile(f"[{CJK}]")
+_EMOJI = re.compile(f"[{EMOJI}]")
 _CJK_RUN = re.compile(f"[{CJK}]+")
 _HAS_TOKEN_CHAR = re.compile(r"[^\W_]")
 
@@ -129,8 +149,10 @@ def word_break_class(c: str) -> int:
         return MID_NUM
     if c in _MID_NUM_LET_CHARS:
         return MID_NUM_LET
-    if c.isascii():
+    if c.isascii() or c in "\u200b\u3006":  # zero width space; 〆, not Han script
         return OTHER
+    if _EMOJI.match(c):
+        return IDEOGRAPHIC  # a token of its own, as an ideograph
     if _HAN_OR_HIRAGANA.match(c):
         return IDEOGRAPHIC
     if _KATAKANA.match(c):
@@ -160,6 +182,11 @@ _ASCII_WORD = re.compile(r"[a-z0-9_]+(?:(?:(?<=[a-z])[:.'](?=[a-z])|(?<=[0-9])[,
 
 
 def _emit(word: str, out: list[str]) -> None:
+    if word.isascii():
+        if not word.strip("_"):
+            return  # only connectors (``___``): no word
+    elif not any(word_break_class(c) not in (EXTEND_NUM_LET, EXTEND, OTHER) for c in word):
+        return
     if len(word) <= MAX_TOKEN_CHARS:
         out.append(word)
     else:

@@ -286,6 +286,8 @@ enum Wb {
     ExtendNumLet,
     /// Han and Hiragana: every character is a token (Lucene's `<IDEOGRAPHIC>`).
     Ideographic,
+    /// Extended_Pictographic (®, ★, 😀): every character is a token (Lucene's `<EMOJI>`).
+    Emoji,
     MidLetter,
     MidNum,
     MidNumLet,
@@ -333,7 +335,12 @@ fn non_ascii_word_break_class(c: char) -> Wb {
         '\u{2018}' | '\u{2019}' | '\u{2024}' | '\u{FE52}' | '\u{FF07}' | '\u{FF0E}' => {
             return Wb::MidNumLet
         }
+        // Zero width space; 〆, an ideograph outside the Han script.
+        '\u{200B}' | '\u{3006}' => return Wb::Other,
         _ => {}
+    }
+    if cjk::is_emoji(c) {
+        return Wb::Emoji;
     }
     if cjk::is_han(c) || cjk::is_hiragana(c) {
         return Wb::Ideographic;
@@ -376,10 +383,27 @@ fn joins_across(prev: Wb, mid: Wb, next: Wb) -> bool {
     }
 }
 
+/// Whether a token holds a letter, digit or ideograph, not only connectors (`_`) and marks.
+#[inline]
+fn has_base(token: &str) -> bool {
+    if token.is_ascii() {
+        return token.bytes().any(|b| b != b'_');
+    }
+    token.chars().any(|c| {
+        !matches!(
+            word_break_class(c),
+            Wb::ExtendNumLet | Wb::Extend | Wb::Other
+        )
+    })
+}
+
 /// Calls `sink(start, end)` for every word of `lower`, StandardTokenizer-style.
 fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
     // Lucene cuts tokens at 255 characters (a token of at most 255 bytes never needs it).
     let mut emit = |start: usize, end: usize| {
+        if !has_base(&lower[start..end]) {
+            return; // only connectors (`___`): no word
+        }
         if end - start <= LUCENE_MAX_TOKEN_CHARS {
             return sink(start, end);
         }
@@ -413,7 +437,7 @@ fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
             (Wb::Letter | Wb::Numeric | Wb::Katakana | Wb::ExtendNumLet, None) => {
                 token = Some((i, class));
             }
-            (Wb::Ideographic, _) => {
+            (Wb::Ideographic | Wb::Emoji, _) => {
                 if let Some((s, _)) = token.take() {
                     emit(s, i);
                 }
