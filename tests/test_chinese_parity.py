@@ -81,8 +81,9 @@ def test_rust_cjk_gives_lucenes_tokens() -> None:
     """Token for token against Lucene's own CJKAnalyzer, on every document and query of the
     three sets (12,313 texts)."""
     pytest.importorskip("rare_pyserini")
-    from rare_bm25_rs import analyze
     from rare_pyserini import _jvm
+
+    from rare_bm25_rs import analyze
 
     java = _jvm.classes()
     utils = java._autoclass("io.anserini.analysis.AnalyzerUtils")
