@@ -94,21 +94,19 @@ def test_cjk_analyzers_agree_on_every_bmp_character() -> None:
 
 
 def test_rust_and_python_jieba_segment_alike() -> None:
-    """jieba-rs (Rust) and jieba (Python) cut ordinary Chinese the same way; where they
-    differ (dictionary and Han-range details, see rare.text.cjk.jieba_terms), the tokens
-    still overlap almost entirely."""
+    """jieba-rs (Rust) and jieba (Python) cut the CJK runs of the three sets alike but for
+    two texts of 12,313 (jieba-rs keeps 常在 and 可当 whole, jieba splits them): the tokens
+    overlap 99.999%."""
     jieba = JiebaAnalyzer()
-    texts = corpus_sample(300)[len(ODD):]
-    same = 0
-    shared_tokens = total = 0
+    texts = [t for name in SETS for t in load(name).texts + load(name).queries]
+    same = shared_tokens = total = 0
     for text in texts:
         rust, python = native.analyze(text, "jieba"), jieba(text)
         same += rust == python
-        common = sum(min(rust.count(t), python.count(t)) for t in set(rust))
-        shared_tokens += common
+        shared_tokens += sum(min(rust.count(t), python.count(t)) for t in set(rust))
         total += max(len(rust), len(python))
-    assert same / len(texts) >= 0.98, same / len(texts)
-    assert shared_tokens / total >= 0.995, shared_tokens / total
+    assert len(texts) - same <= 3, len(texts) - same
+    assert shared_tokens / total >= 0.9999, shared_tokens / total
 
 
 def test_shingle_tokens_and_share_agree() -> None:
@@ -250,3 +248,53 @@ def test_a_saved_index_remembers_its_language(tmp_path) -> None:
         with rare.retrievers.create("tantivy", path=tmp_path / "idx",
                                     language=language) as again:
             assert (again.language, again.analyzer, len(again)) == ("zh", "jieba", 50)
+
+
+# -- the language setting through BM25HardNeg, the pipeline and the CLI ----------------------
+def test_hardneg_language_through_the_pipeline(tmp_path, caplog: pytest.LogCaptureFixture
+                                               ) -> None:
+    from rare.pipeline import Pipeline, Step
+    from rare.storage import read_records, write_records
+
+    data = load("cmrc2018")
+    rows = [{"text": t, "question": t[10:40]} for t in data.texts[:40]]
+    write_records(tmp_path / "in.jsonl", rows)
+    caplog.set_level(logging.INFO, logger="rare")
+    report = Pipeline([Step("BM25HardNeg", run={"num_neg": 2})], language="auto").run(
+        tmp_path / "in.jsonl", tmp_path / "out.jsonl", cache_path=tmp_path / "cache")
+    assert report.stages[0].stats["language"] == "zh"
+    assert "language='auto' picked 'zh'" in caplog.text
+    out = read_records(tmp_path / "out.jsonl")
+    assert all(r["text"] not in r["hard_negatives"] for r in out)
+    assert sum(len(r["hard_negatives"]) == 2 for r in out) >= 35
+    # [retriever] language = "zh" reaches the retriever too
+    report = Pipeline([Step("BM25HardNeg", run={"num_neg": 2})],
+                      retriever_options={"language": "zh"}).run(
+        tmp_path / "in.jsonl", tmp_path / "out2.jsonl", cache_path=tmp_path / "cache2")
+    assert report.stages[0].stats["language"] == "zh"
+
+
+def test_bad_language_settings_name_the_known_ones(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from rare.pipeline import Pipeline, Step
+    from rare_stages import BM25HardNeg, Doc2Query
+
+    with pytest.raises(SettingsError, match="unknown language 'fr'; known languages: en"):
+        Pipeline([Step("BM25HardNeg")], language="fr")
+    with pytest.raises(SettingsError, match="known languages"):
+        BM25HardNeg(language="chinese")
+    with pytest.raises(SettingsError, match="known languages"):
+        Doc2Query(llm_serving=object(), language="jp")  # type: ignore[arg-type]
+    with rare.retrievers.create("tantivy", language="en") as english:
+        from rare_stages.hardneg import resolve_retriever
+
+        with pytest.raises(SettingsError, match="is for 'en'; create it with language='zh'"):
+            resolve_retriever(english, {}, "zh")
+    config = tmp_path / "run.toml"
+    config.write_text('[pipeline]\ninput = "in.jsonl"\noutput = "out.jsonl"\nlanguage = "xx"\n')
+    proc = subprocess.run([sys.executable, "-m", "rare.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "unknown language 'xx'" in proc.stderr
+    assert "Traceback" not in proc.stderr
