@@ -69,7 +69,7 @@ _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _HALF_KANA = dict(zip(range(0xFF65, 0xFFA0),
                       "・ヲァィゥェォャュョッーアイウエオカキクケコサシスセソタチツテトナニヌネノ"
                       "ハヒフヘホマミムメモヤユヨラリルレロワン\u3099\u309a", strict=True))
-_WIDTH = {**_FULL_WIDTH, **_HALF_KANA}
+_WIDTH: dict[int, int | str] = {**_FULL_WIDTH, **_HALF_KANA}
 _NEEDS_COMBINING = re.compile("[\uff9e\uff9f]")
 
 

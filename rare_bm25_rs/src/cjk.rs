@@ -23,9 +23,9 @@ use crate::analysis::{for_each_lucene_word, is_token_char, lucene_lowercase_char
 /// `CJKAnalyzer`'s default stop words (checked against Lucene): Lucene's English stop
 /// words without "an", plus "s", "t" and "www", sorted for binary search.
 pub const CJK_STOPWORDS: [&str; 35] = [
-    "a", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "no", "not", "of", "on", "or", "s", "such", "t", "that", "the", "their", "then", "there",
-    "these", "they", "this", "to", "was", "will", "with", "www",
+    "a", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no",
+    "not", "of", "on", "or", "s", "such", "t", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with", "www",
 ];
 
 pub fn is_cjk_stopword(token: &str) -> bool {
@@ -123,12 +123,12 @@ const HALF_KANA: [char; 59] = [
 fn voiced(c: char) -> Option<char> {
     let code = c as u32;
     let target = match code {
-        0x30A6 => 0x30F4,                                      // ウ -> ヴ
-        0x30AB..=0x30C2 if (code - 0x30AB) % 2 == 0 => code + 1, // カ..チ
-        0x30C4 | 0x30C6 | 0x30C8 => code + 1,                  // ツ テ ト
-        0x30CF..=0x30DD if (code - 0x30CF) % 3 == 0 => code + 1, // ハ ヒ フ ヘ ホ
-        0x30EF..=0x30F2 => code + 8,                           // ワ ヰ ヱ ヲ -> ヷ..ヺ
-        0x30FD => 0x30FE,                                      // ヽ -> ヾ
+        0x30A6 => 0x30F4,                                                 // ウ -> ヴ
+        0x30AB..=0x30C2 if (code - 0x30AB).is_multiple_of(2) => code + 1, // カ..チ
+        0x30C4 | 0x30C6 | 0x30C8 => code + 1,                             // ツ テ ト
+        0x30CF..=0x30DD if (code - 0x30CF).is_multiple_of(3) => code + 1, // ハ ヒ フ ヘ ホ
+        0x30EF..=0x30F2 => code + 8,                                      // ワ ヰ ヱ ヲ -> ヷ..ヺ
+        0x30FD => 0x30FE,                                                 // ヽ -> ヾ
         _ => return None,
     };
     char::from_u32(target)
@@ -138,7 +138,7 @@ fn voiced(c: char) -> Option<char> {
 fn semi_voiced(c: char) -> Option<char> {
     let code = c as u32;
     match code {
-        0x30CF..=0x30DD if (code - 0x30CF) % 3 == 0 => char::from_u32(code + 2),
+        0x30CF..=0x30DD if (code - 0x30CF).is_multiple_of(3) => char::from_u32(code + 2),
         _ => None,
     }
 }

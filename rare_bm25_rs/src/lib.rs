@@ -297,7 +297,11 @@ fn cjk_share(py: Python<'_>, texts: Vec<String>) -> PyResult<f64> {
                 }
             });
         }
-        Ok(if all == 0 { 0.0 } else { cjk as f64 / all as f64 })
+        Ok(if all == 0 {
+            0.0
+        } else {
+            cjk as f64 / all as f64
+        })
     })
 }
 
