@@ -298,3 +298,26 @@ def test_bad_language_settings_name_the_known_ones(tmp_path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "unknown language 'xx'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_rare_bench_in_chinese_reads_beir_and_records_the_analyzers() -> None:
+    from rare.bench import BenchConfig, DataSpec, run_bench
+
+    folder = shared("zh", "stard")
+    spec = DataSpec(str(folder / "corpus.jsonl"), str(folder / "queries.jsonl"),
+                    str(folder / "qrels" / "test.tsv"), max_queries=300)
+    lines: list[str] = []
+    report = run_bench(BenchConfig(spec, ["tantivy", "gensim"], threads=[1],
+                                   references=["bm25s"], repeat=1, out=None, in_process=True,
+                                   k1=0.9, b=0.4, language="zh"),
+                       echo=lines.append, progress=lambda line: None)
+    assert report["language"] == "zh"
+    assert report["analyzers"] == {"tantivy": "cjk", "gensim": "cjk", "bm25s": "jieba"}
+    assert report["num_docs"] == 1445 and report["num_judged_queries"] == 300
+    assert report["top10_overlap"]["tantivy"]["gensim"] >= 0.95
+    assert all(run["qps"]["mine"] > 0 for run in report["runs"])
+    assert "language zh" in "\n".join(lines)
+    # a backend without a Chinese analyzer is refused before anything runs
+    with pytest.raises(SettingsError, match="'tantivy-py' has no analyzer for language 'zh'"):
+        run_bench(BenchConfig(spec, ["tantivy"], references=["tantivy-py"], out=None,
+                              language="zh"), echo=lines.append, progress=lambda line: None)
