@@ -2,7 +2,9 @@
 through a real llama.cpp server: the prompts sent are the Chinese ones, BM25HardNeg mines
 with the Chinese analyzer, and every row is complete or says why not.
 
-Kept short: a few short paragraphs, a small context and short replies.
+Kept short: four short paragraphs (each row's negatives are the other three), one attempt
+per row, a small context and short replies; the 135M smoke-test model writes poor Chinese,
+so rows may fail, and each must then say why.
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ from rare.storage import read_records, write_records
 pytestmark = pytest.mark.slow
 
 N_CTX = 2048
-REPLY = 256
-ROWS = 6
+REPLY = 160
+ROWS = 4
 
 
 def chinese_rows() -> list[dict[str, str]]:
-    """Six short cmrc2018 paragraphs, with two more as distractors to mine from."""
+    """The first four short cmrc2018 paragraphs."""
     data = load("cmrc2018")
-    short = [(i, t) for i, t in zip(data.ids, data.texts, strict=True) if 250 <= len(t) <= 420]
-    return [{"id": doc_id, "text": text} for doc_id, text in short[:ROWS + 2]]
+    short = [(i, t) for i, t in zip(data.ids, data.texts, strict=True) if 150 <= len(t) <= 260]
+    return [{"id": doc_id, "text": text} for doc_id, text in short[:ROWS]]
 
 
 def spy_on(serving: Any) -> list[Any]:
@@ -51,13 +53,13 @@ def check_chinese_run(rows: list[dict[str, Any]], sent: list[Any], report: Any) 
         DOC2QUERY_USER_ZH,
     )
 
-    assert len(rows) == ROWS + 2
+    assert len(rows) == ROWS
     systems = [r.messages[0]["content"] for r in sent]
     doc2query = [r for r, s in zip(sent, systems, strict=True) if s == DOC2QUERY_SYSTEM_ZH]
     distill = [r for r, s in zip(sent, systems, strict=True) if s == DISTILL_SYSTEM_ZH]
     # every request is one of the Chinese prompts: none went out in English
     assert len(doc2query) + len(distill) == len(sent)
-    assert len(doc2query) >= len(rows)
+    assert len(doc2query) == len(rows)  # one attempt each
     head = DOC2QUERY_USER_ZH.split("\n", 1)[0]
     assert all(r.messages[1]["content"].startswith(head) for r in doc2query)
     assert all(r.json_schema == DOC2QUERY_SCHEMA_ZH for r in doc2query)
@@ -69,7 +71,8 @@ def check_chinese_run(rows: list[dict[str, Any]], sent: list[Any], report: Any) 
             assert all(isinstance(v, str) and v for v in errors.values()), (i, errors)
             continue
         assert row["question"].strip() and row["scenario"].strip(), i
-        assert len(row["hard_negatives"]) == 3 and row["text"] not in row["hard_negatives"]
+        assert len(row["hard_negatives"]) == ROWS - 1
+        assert row["text"] not in row["hard_negatives"]
         assert row["reasoning"].strip() and row["reasoning_language"] == "zh", i
         assert row["reasoning_positive_label"] == f"文档 {row['reasoning_positive_index'] + 1}"
     mined = [r for r in rows if r.get("hard_negatives") is not None]
@@ -82,8 +85,10 @@ def run_pipeline(tmp_path: Path, serving: Any) -> tuple[list[dict[str, Any]], An
     from rare.pipeline import Pipeline, rare_steps
 
     write_records(tmp_path / "docs.jsonl", chinese_rows())
-    steps = rare_steps()
+    steps = rare_steps(num_neg=ROWS - 1)
+    steps[0].init.update(max_attempts=1, max_doc_tokens=200)
     steps[1].run["input_id_key"] = "id"
+    steps[2].init.update(max_attempts=1, max_doc_tokens=96, max_tokens=REPLY)
     report = Pipeline(steps, serving=serving, language="auto").run(
         tmp_path / "docs.jsonl", tmp_path / "out.jsonl", cache_path=tmp_path / "cache")
     return read_records(tmp_path / "out.jsonl"), report
@@ -100,7 +105,7 @@ def test_chinese_documents_on_the_embedded_model(tmp_path: Path) -> None:
         serving.close()
     check_chinese_run(rows, sent, report)
     # under the grammar the small model's JSON is reliable, in Chinese too
-    assert sum(r["question"] is not None for r in rows) >= ROWS
+    assert sum(r["question"] is not None for r in rows) >= ROWS - 1
 
 
 def test_chinese_documents_through_a_llama_cpp_server(tmp_path: Path,

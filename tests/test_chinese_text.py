@@ -278,8 +278,9 @@ def test_bad_language_settings_name_the_known_ones(tmp_path) -> None:
     import subprocess
     import sys
 
-    from rare.pipeline import Pipeline, Step
     from rare_stages import BM25HardNeg, Doc2Query
+
+    from rare.pipeline import Pipeline, Step
 
     with pytest.raises(SettingsError, match="unknown language 'fr'; known languages: en"):
         Pipeline([Step("BM25HardNeg")], language="fr")
