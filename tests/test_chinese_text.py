@@ -322,3 +322,27 @@ def test_rare_bench_in_chinese_reads_beir_and_records_the_analyzers() -> None:
     with pytest.raises(SettingsError, match="'tantivy-py' has no analyzer for language 'zh'"):
         run_bench(BenchConfig(spec, ["tantivy"], references=["tantivy-py"], out=None,
                               language="zh"), echo=lines.append, progress=lambda line: None)
+
+
+@pytest.mark.parametrize("backend", ["tantivy", "gensim", "pyserini"])
+@pytest.mark.parametrize("analyzer", ["cjk", "jieba"])
+def test_mixed_documents_keep_their_english_words_searchable(backend: str, analyzer: str
+                                                             ) -> None:
+    if backend not in rare.retrievers.names():
+        pytest.skip(f"{backend} is not installed")
+    if backend == "pyserini" and analyzer == "jieba":
+        with pytest.raises(ValueError, match="unknown analyzer 'jieba'.*zh: cjk"):
+            rare.retrievers.create(backend, language="zh", analyzer=analyzer)
+        return
+    docs = {
+        "a": "我们用PyTorch训练Transformer模型，attention机制的复杂度是O(n²)。",
+        "b": "北京是中国的首都，人口约2,189万，面积16,410平方公里。",
+        "c": "Rust语言的borrow checker保证内存安全，cargo负责构建。",
+        "d": "今天天气很好，我们去公园散步。",
+    }
+    with rare.retrievers.create(backend, language="zh", analyzer=analyzer) as retriever:
+        retriever.index(list(docs), list(docs.values()))
+        retriever.commit()
+        hits = retriever.search_batch(["transformer attention", "borrow checker",
+                                       "2,189", "中国的首都", "公园"], 1)
+    assert [h[0][0] for h in hits] == ["a", "c", "b", "b", "d"]
