@@ -81,6 +81,10 @@ def cli(verbose: bool) -> None:
 @click.option("--retriever", help="Registered retriever name (default: tantivy, else gensim).")
 @click.option("-R", "--retriever-option", multiple=True, help="Retriever option KEY=VALUE.")
 @click.option("--text-key", help="Field holding the document text (default: text).")
+@click.option("--language",
+              help="Language of the documents: en (default for retrieval), zh, or auto "
+                   "(picked from the texts' scripts). Sets the retriever's analyzer and the "
+                   "prompts' language (by default each document's own).")
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
@@ -94,7 +98,8 @@ def cli(verbose: bool) -> None:
 def run(config_path: str | None, input_path: str | None, output_path: str | None,
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
-        retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
+        retriever_option: tuple[str, ...], text_key: str | None, language: str | None,
+        num_neg: int | None,
         cache_dir: str | None, cache_type: str | None, batch_size: int | None, no_cache: bool,
         response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
@@ -134,7 +139,8 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
                                num_neg or pipe.get("num_neg", 3))
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
                             retriever=retriever_name, retriever_options=retriever_opts,
-                            batch_size=batch_size or pipe.get("batch_size"))
+                            batch_size=batch_size or pipe.get("batch_size"),
+                            language=language or pipe.get("language"))
         if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)
@@ -272,8 +278,10 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 @click.option("--corpus", required=True,
               help="JSONL or JSONL.gz documents with an id (_id/id) and text (text/contents).")
 @click.option("--queries", required=True,
-              help="Queries: 'qid<TAB>query' lines (TSV) or a TREC topics file.")
-@click.option("--qrels", help="TREC qrels, for nDCG@10, recall@k and the mining positives.")
+              help="Queries: 'qid<TAB>query' lines (TSV), BEIR queries.jsonl, or a TREC "
+                   "topics file.")
+@click.option("--qrels", help="TREC or BEIR (qrels/test.tsv) qrels, for nDCG@10, recall@k "
+                                "and the mining positives.")
 @click.option("--backends", default=None,
               help="Comma-separated registered retrievers (default: every registered one "
                    "but the references).")
@@ -294,6 +302,9 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 @click.option("--title-field", help="Field of a title to put before the text (default: none).")
 @click.option("--repeat", type=int, default=3, show_default=True,
               help="Timed runs of search and of mining; the median is reported.")
+@click.option("--language", default="en", show_default=True,
+              help="Language of the corpus: en, zh (each backend's Chinese analyzer: CJK "
+                   "bigrams; bm25s: jieba), or auto.")
 @click.option("--min-overlap", type=float, default=0.9, show_default=True,
               help="Warn when two backends share less of their top-10 lists.")
 @click.option("--out", default="bench-results", show_default=True,
@@ -306,8 +317,8 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
           references: str, k: int, threads: str, k1: float, b: float, num_neg: int,
           max_docs: int | None, max_queries: int | None, id_field: str | None,
-          text_field: str | None, title_field: str | None, repeat: int, min_overlap: float,
-          out: str, in_process: bool, timeout: float) -> None:
+          text_field: str | None, title_field: str | None, repeat: int, language: str,
+          min_overlap: float, out: str, in_process: bool, timeout: float) -> None:
     """Hard-negative mining speed of BM25 backends side by side, after checking that they
     agree (top-10 overlap) and how good they are (nDCG@10, recall@k against the qrels)."""
     from rare.bench import BenchConfig, DataSpec, run_bench
@@ -332,7 +343,8 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
                           title_field),
             backends=backend_names, threads=thread_counts, references=_names(references),
             k=k, k1=k1, b=b, num_neg=num_neg, repeat=repeat, out=out,
-            min_overlap=min_overlap, timeout=timeout, in_process=in_process)
+            min_overlap=min_overlap, timeout=timeout, in_process=in_process,
+            language=language)
         run_bench(config, echo=click.echo,
                   progress=lambda line: click.echo(line, err=True))
     except RareError as exc:

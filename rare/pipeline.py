@@ -42,7 +42,7 @@ def rare_steps(text_key: str = "text", num_neg: int = 3) -> list[Step]:
 STEP_KEYS = ("operator", "init", "run")
 CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "steps")
 PIPELINE_KEYS = ("input", "output", "cache_path", "cache_type", "text_key", "num_neg",
-                 "no_cache", "response_cache", "batch_size")
+                 "no_cache", "response_cache", "batch_size", "language")
 
 
 def check_config(config: dict[str, Any], source: str = "config") -> None:
@@ -87,14 +87,20 @@ class Pipeline:
     ``serving`` (an :class:`LLMServing`, or a registered name with ``serving_options``;
     default: the embedded model) is handed to every operator whose constructor takes
     ``llm_serving``; ``retriever`` (a name, with ``retriever_options``) to every one that
-    takes ``retriever``. Every name and setting is checked here, before any work.
+    takes ``retriever``. ``language`` (``"en"``, ``"zh"`` or ``"auto"``; None: each
+    component's default) goes to every operator that takes ``language`` and has none in
+    its step: the retriever's analyzers and the prompts' language. Every name and setting
+    is checked here, before any work.
     """
 
     def __init__(self, steps: list[Step], serving: LLMServing | str | None = None,
                  retriever: str | None = None,
                  retriever_options: dict[str, Any] | None = None,
                  serving_options: dict[str, Any] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, language: str | None = None) -> None:
+        from rare.text import check_language
+
+        self.language = None if language is None else check_language(language)
         self.steps = steps
         self.retriever = retriever
         self.retriever_options = dict(retriever_options or {})
@@ -143,6 +149,11 @@ class Pipeline:
             kwargs["retriever"] = self.retriever
             if _takes(cls, "retriever_options"):
                 kwargs.setdefault("retriever_options", self.retriever_options)
+        elif (_takes(cls, "retriever_options") and self.retriever_options
+              and "retriever_options" not in kwargs):
+            kwargs["retriever_options"] = self.retriever_options
+        if self.language is not None and _takes(cls, "language"):
+            kwargs.setdefault("language", self.language)
         return cls(**kwargs)
 
     def run(self, input_path: str | Path, output_path: str | Path, cache_path: str | Path,

@@ -6,10 +6,16 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rare.errors import RetrieverError
 from rare.text import NearDuplicateRule
+from rare.text.language import (
+    check_analyzer,
+    check_language,
+    resolve_language,
+    warn_if_mostly_cjk,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -68,22 +74,59 @@ class Retriever(ABC):
     releases what the backend holds (memory, files, locks). A backend's constructor takes
     its settings as explicit keyword parameters, the base class's included, so a misspelt
     setting is a ``TypeError`` at once.
+
+    ``language`` (``"en"`` the default, ``"zh"``, or ``"auto"``: picked from the first
+    batch of texts indexed, and logged) chooses the analyzer family; :attr:`analyzers` lists
+    the analyzers a backend has for each language, its default first. A backend calls
+    :meth:`observe_texts` with every batch it indexes: it settles ``auto`` and warns when an
+    English analyzer meets mostly CJK text.
     """
 
     #: registry name, e.g. "gensim"
     name: str = ""
     reference: bool = False  # a point of comparison (rare bench), not in default lists
-    # A class attribute too, for a backend whose __init__ does not call the base's.
+    #: the analyzers of each language, the default first
+    analyzers: ClassVar[dict[str, tuple[str, ...]]] = {"en": ("rare",), "zh": ("cjk", "jieba")}
+    # Class attributes too, for a backend whose __init__ does not call the base's.
     _closed: bool = False
+    language: str = "en"
+    _script_checked: bool = False
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
-                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule()) -> None:
+                 near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
+                 language: str = "en") -> None:
         if k1 < 0 or not 0 <= b <= 1:
             raise RetrieverError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1 = float(k1)
         self.b = float(b)
         self.near_duplicate = near_duplicate
+        self.language = check_language(language)
+        self._script_checked = False
         self._closed = False
+
+    # -- language ------------------------------------------------------------------------
+    def check_analyzer(self, analyzer: str | None) -> str | None:
+        """The analyzer to use for :attr:`language` (None while it is ``auto``): ``analyzer``
+        checked against :attr:`analyzers`, or the language's default."""
+        return check_analyzer(analyzer, self.language, self.analyzers,
+                              f"the {self.name or type(self).__name__} retriever")
+
+    @property
+    def analyzer_name(self) -> str | None:
+        """The name of the analyzer in use (None while ``language`` is still ``auto``)."""
+        return None
+
+    def observe_texts(self, texts: Sequence[str]) -> str:
+        """Settle ``language="auto"`` from ``texts`` (the first batch indexed) and warn, once,
+        when an English analyzer meets texts that are mostly CJK. Returns the language."""
+        what = f"{self.name or type(self).__name__} retriever"
+        if self.language == "auto":
+            self.language = resolve_language("auto", texts, what)
+        if not self._script_checked and texts:
+            self._script_checked = True
+            if self.language == "en":
+                warn_if_mostly_cjk(texts, self.analyzer_name or "English", what)
+        return self.language
 
     # -- lifetime ------------------------------------------------------------------------
     @property
@@ -118,7 +161,7 @@ class Retriever(ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         k1, b = getattr(self, "k1", None), getattr(self, "b", None)
-        return f"{type(self).__name__}(k1={k1}, b={b}, {state})"
+        return f"{type(self).__name__}(k1={k1}, b={b}, language={self.language!r}, {state})"
 
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod

@@ -253,7 +253,7 @@ def test_field_options_and_query_formats(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no judgement for any query"):
         load_dataset(DataSpec(corpus, queries, write(tmp_path / "other.txt", "x 0 7 1\n"),
                               id_field="pid", text_field="body"))
-    with pytest.raises(InputError, match="neither 'qid<TAB>query' lines nor TREC topics"):
+    with pytest.raises(InputError, match="neither 'qid<TAB>query' lines, BEIR queries.jsonl nor TREC topics"):
         read_queries(write(tmp_path / "plain.txt", "just some text\n"))
     topics = read_queries(shared("cacm", "topics.cacm.txt"), max_queries=3)
     assert list(topics) == ["1", "2", "3"]

@@ -141,6 +141,8 @@ def build_report(config: BenchConfig, data: Dataset, results: list[dict[str, Any
         "num_docs": len(data.ids), "num_queries": len(data.queries),
         "num_judged_queries": data.judged, "k1": config.k1, "b": config.b,
         "top_k": config.k, "num_neg": config.num_neg, "threads": config.threads,
+        "language": config.language,
+        "analyzers": {r["backend"]: r.get("analyzer") for r in ok},
         "repeat": config.repeat, "backends": names,
         "mode": "in-process" if config.in_process else "subprocess per backend and thread count",
         "machine": machine_info(), "packages": package_versions(names),
@@ -155,7 +157,10 @@ def print_quality(report: dict[str, Any], echo: Callable[[str], None]) -> None:
     k = report["top_k"]
     echo(f"\n{report['dataset']}: {report['num_docs']:,} documents, {report['num_queries']:,} "
          f"queries ({report['num_judged_queries']:,} judged), top-{k}, k1={report['k1']} "
-         f"b={report['b']}")
+         f"b={report['b']}, language {report.get('language', 'en')}")
+    analyzers = {name: a for name, a in report.get("analyzers", {}).items() if a}
+    if analyzers:
+        echo("analyzers: " + ", ".join(f"{name} {a}" for name, a in analyzers.items()))
     echo("\nQuality and agreement (checked before speed)")
     echo(f"{'':<14}{'':>25}   top-10 overlap with")
     head = f"{'backend':<14}{'nDCG@10':>9}{f'R@{k}':>8}{'MRR@10':>8}  "

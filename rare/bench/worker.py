@@ -72,13 +72,14 @@ class Job:
     num_neg: int = 3
     repeat: int = 3
     batch: int = 50_000  # documents per index() call
+    language: str = "en"
 
 
 def measure(job: Job, data: Dataset) -> dict[str, Any]:
     """Build one backend's index over ``data`` and time build, search and mining."""
     baseline = peak_rss_mb()
     ids, texts, queries = data.ids, data.texts, data.queries
-    retriever = make_backend(job.backend, job.threads, job.k1, job.b)
+    retriever = make_backend(job.backend, job.threads, job.k1, job.b, job.language)
 
     def build() -> None:
         for at in range(0, len(ids), job.batch):
@@ -88,6 +89,8 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
     try:
         build_s, build_cpu_s, _ = timed(1, build)
         indexed = len(retriever)
+        analyzer = retriever.analyzer_name
+        language = retriever.language
         # Warm-up, untimed: the JVM compiles its hot paths, caches fill.
         retriever.search_batch(queries[:1000], job.k, threads=job.threads)
         search_s, search_cpu_s, hits = timed(
@@ -102,6 +105,7 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
     n = len(queries)
     return {
         "backend": job.backend, "threads": job.threads, "num_indexed": indexed,
+        "language": language, "analyzer": analyzer,
         "timing": {"build_s": build_s, "build_cpu_s": build_cpu_s,
                    "search_s": search_s, "search_cpu_s": search_cpu_s,
                    "mine_s": mine_s, "mine_cpu_s": mine_cpu_s},

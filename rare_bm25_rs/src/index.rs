@@ -20,7 +20,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
 
-use crate::analysis::{Analyzer, EnglishTokenizer};
+use crate::analysis::{Analyzer, AnalyzerTokenizer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::neardup::{NearDupRule, Vocabulary};
 use crate::scoring::{self, Bm25, Hit};
@@ -82,8 +82,11 @@ pub struct Options {
     pub writer_heap_bytes: usize,
     pub writer_threads: usize,
     pub pruning: Pruning,
-    /// None: the analyzer a folder's index was built with, else [`Analyzer::Lucene`].
+    /// None: the analyzer a folder's index was built with, else the default of `language`.
     pub analyzer: Option<Analyzer>,
+    /// "en" or "zh"; None: the language a folder's index was built for, else "en" (or the
+    /// analyzer's). A folder built for another language is refused.
+    pub language: Option<String>,
 }
 
 impl Default for Options {
@@ -96,6 +99,7 @@ impl Default for Options {
             writer_threads: 2,
             pruning: Pruning::Auto,
             analyzer: None,
+            language: None,
         }
     }
 }
@@ -133,9 +137,36 @@ fn index_builder(analyzer: Analyzer) -> tantivy::IndexBuilder {
 
 fn marker_json(analyzer: Analyzer) -> String {
     format!(
-        "{{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"analyzer\": \"{}\"}}\n",
-        analyzer.tokenizer_name()
+        "{{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"analyzer\": \"{}\", \
+         \"language\": \"{}\"}}\n",
+        analyzer.tokenizer_name(),
+        analyzer.language()
     )
+}
+
+/// The analyzer of a new index, from the options; an unknown language or an analyzer of
+/// another language is an `invalid_argument` error naming the known ones.
+fn wanted_analyzer(options: &Options) -> Result<Option<Analyzer>> {
+    let Some(language) = options.language.as_deref() else {
+        return Ok(options.analyzer);
+    };
+    let Some(default) = Analyzer::default_for(language) else {
+        return Err(Error::invalid(format!(
+            "unknown language {language:?}; known languages (and their analyzers): {}",
+            Analyzer::known()
+        )));
+    };
+    match options.analyzer {
+        Some(a) if a.language() != language => Err(Error::invalid(format!(
+            "analyzer '{}' is for language '{}', not '{language}'; analyzers of '{language}': \
+             {}",
+            a.name(),
+            a.language(),
+            Analyzer::known()
+        ))),
+        Some(a) => Ok(Some(a)),
+        None => Ok(Some(default)),
+    }
 }
 
 /// Id strings of one segment, by doc id: read once per segment from the `id` fast field.
@@ -219,8 +250,13 @@ fn bad_path(path: &Path, why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Open the index in `path`, built by us with `wanted` (or any analyzer when None).
-fn open_index(path: &Path, wanted: Option<Analyzer>) -> Result<(Index, Analyzer)> {
+/// Open the index in `path`, built by us with `wanted` (or any analyzer when None) for
+/// `language` (or any language when None).
+fn open_index(
+    path: &Path,
+    wanted: Option<Analyzer>,
+    language: Option<&str>,
+) -> Result<(Index, Analyzer)> {
     let incompatible = |why: String| {
         Error::new(
             ErrorKind::Incompatible,
@@ -252,6 +288,15 @@ fn open_index(path: &Path, wanted: Option<Analyzer>) -> Result<(Index, Analyzer)
             )))
         }
     };
+    if let Some(language) = language.filter(|l| *l != analyzer.language()) {
+        return Err(incompatible(format!(
+            "it was built for language '{}' (analyzer '{}'), not '{language}'; open it with \
+             language='{}' (or 'auto', which takes the saved one)",
+            analyzer.language(),
+            analyzer.name(),
+            analyzer.language()
+        )));
+    }
     if let Some(wanted) = wanted.filter(|w| *w != analyzer) {
         return Err(incompatible(format!(
             "it was built with analyzer '{}', not '{}' (leave the analyzer unset to use it as \
@@ -313,6 +358,31 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How many terms `analyzer` makes of `texts`, on `threads` threads (each with its own
+/// tokenizer, as the index writer's threads have).
+pub fn count_terms(analyzer: Analyzer, texts: &[String], threads: usize) -> Result<usize> {
+    use tantivy::tokenizer::{TokenStream, Tokenizer};
+    let pool = thread_pool(threads.max(1))?;
+    Ok(pool.install(|| {
+        texts
+            .par_chunks(64)
+            .map_init(
+                || AnalyzerTokenizer::new(analyzer),
+                |tokenizer, chunk| {
+                    let mut n = 0;
+                    for text in chunk {
+                        let mut stream = tokenizer.token_stream(text);
+                        while stream.advance() {
+                            n += 1;
+                        }
+                    }
+                    n
+                },
+            )
+            .sum()
+    }))
+}
+
 /// What one query of a mining batch got.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mined {
@@ -354,18 +424,21 @@ impl Bm25Index {
         if options.writer_threads == 0 {
             return Err(Error::invalid("writer_threads must be >= 1"));
         }
-        let fresh = options.analyzer.unwrap_or(Analyzer::Lucene);
+        let wanted = wanted_analyzer(&options)?;
+        let fresh = wanted.unwrap_or(Analyzer::Lucene);
         let (index, analyzer) = match path {
             None => (index_builder(fresh).create_in_ram()?, fresh),
             Some(p) if p.exists() && !p.is_dir() => {
                 return Err(bad_path(p, "it exists and is not a folder"))
             }
-            Some(p) if p.join("meta.json").exists() => open_index(p, options.analyzer)?,
+            Some(p) if p.join("meta.json").exists() => {
+                open_index(p, options.analyzer, options.language.as_deref())?
+            }
             Some(p) => (create_index(p, fresh)?, fresh),
         };
         index.tokenizers().register(
             analyzer.tokenizer_name(),
-            TextAnalyzer::from(EnglishTokenizer::new(analyzer)),
+            TextAnalyzer::from(AnalyzerTokenizer::new(analyzer)),
         );
         let schema = index.schema();
         let id_field = schema.get_field(ID)?;

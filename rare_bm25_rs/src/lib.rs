@@ -5,6 +5,7 @@
 //! batch and spreads the queries over a rayon pool; errors come back as `Bm25Error`.
 
 pub mod analysis;
+pub mod cjk;
 pub mod error;
 pub mod index;
 pub mod neardup;
@@ -87,7 +88,7 @@ struct PyBm25Index {
 impl PyBm25Index {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (path=None, k1=1.2, b=0.75, scorer="auto", writer_heap_bytes=256_000_000, writer_threads=None, analyzer=None))]
+    #[pyo3(signature = (path=None, k1=1.2, b=0.75, scorer="auto", writer_heap_bytes=256_000_000, writer_threads=None, analyzer=None, language=None))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -97,6 +98,7 @@ impl PyBm25Index {
         writer_heap_bytes: i64,
         writer_threads: Option<i64>,
         analyzer: Option<&str>,
+        language: Option<String>,
     ) -> PyResult<Self> {
         let analyzer = analyzer.map(parse_analyzer).transpose()?;
         let scorer = match scorer {
@@ -117,6 +119,7 @@ impl PyBm25Index {
             writer_threads: threads(writer_threads)?.min(8),
             pruning: Pruning::Auto,
             analyzer,
+            language,
         };
         let inner = detached(py, || Bm25Index::open(path.as_deref(), options))?;
         Ok(PyBm25Index { inner })
@@ -219,10 +222,16 @@ impl PyBm25Index {
         self.inner.path().map(PathBuf::from)
     }
 
-    /// The analyzer of the index: "lucene" or "rare".
+    /// The analyzer of the index: "lucene", "rare", "cjk" or "jieba".
     #[getter]
     fn analyzer(&self) -> &'static str {
         self.inner.analyzer().name()
+    }
+
+    /// The language of the index's analyzer: "en" or "zh".
+    #[getter]
+    fn language(&self) -> &'static str {
+        self.inner.analyzer().language()
     }
 
     /// The scorer that runs: "maxscore" (ours, any k1/b) or "tantivy" (k1=1.2, b=0.75).
@@ -235,16 +244,65 @@ impl PyBm25Index {
 fn parse_analyzer(name: &str) -> PyResult<Analyzer> {
     Analyzer::from_name(name).ok_or_else(|| {
         to_py(Error::invalid(format!(
-            "analyzer must be 'lucene' or 'rare', got {name:?}"
+            "unknown analyzer {name:?}; known analyzers by language: {}",
+            Analyzer::known()
         )))
     })
 }
 
-/// Index terms of `text` under an analyzer ("lucene" by default, or "rare").
+/// Index terms of `text` under an analyzer ("lucene" by default, "rare", "cjk" or "jieba").
 #[pyfunction]
 #[pyo3(signature = (text, analyzer="lucene"))]
-fn analyze(text: &str, analyzer: &str) -> PyResult<Vec<String>> {
-    Ok(parse_analyzer(analyzer)?.analyze(text))
+fn analyze(py: Python<'_>, text: String, analyzer: &str) -> PyResult<Vec<String>> {
+    let analyzer = parse_analyzer(analyzer)?;
+    detached(py, || Ok(analyzer.analyze(&text)))
+}
+
+/// How many terms an analyzer makes of `texts`, analyzed in Rust on `threads` threads
+/// without building a Python object per term: what timing an analyzer needs.
+#[pyfunction]
+#[pyo3(signature = (texts, analyzer="lucene", threads=None))]
+fn count_terms(
+    py: Python<'_>,
+    texts: Vec<String>,
+    analyzer: &str,
+    threads: Option<i64>,
+) -> PyResult<usize> {
+    let analyzer = parse_analyzer(analyzer)?;
+    let threads = self::threads(threads)?;
+    detached(py, || index::count_terms(analyzer, &texts, threads))
+}
+
+/// The tokens of the near-duplicate rule: lowercased runs of letters and digits, each CJK
+/// character a token of its own (as `rare.text.shingle_tokens`).
+#[pyfunction]
+fn shingle_tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    analysis::for_each_shingle_token(text, |t| out.push(t.to_string()));
+    out
+}
+
+/// The share of CJK characters among the near-duplicate tokens of `texts` (each CJK
+/// character one token, each other word one), as `rare.text.cjk_share`: what
+/// `language="auto"` decides from.
+#[pyfunction]
+fn cjk_share(py: Python<'_>, texts: Vec<String>) -> PyResult<f64> {
+    detached(py, || {
+        let (mut cjk, mut all) = (0usize, 0usize);
+        for text in &texts {
+            analysis::for_each_shingle_token(text, |t| {
+                all += 1;
+                if t.chars().next().is_some_and(cjk::is_cjk) {
+                    cjk += 1;
+                }
+            });
+        }
+        Ok(if all == 0 {
+            0.0
+        } else {
+            cjk as f64 / all as f64
+        })
+    })
 }
 
 /// Lowercased runs of letters and digits, as `rare.text.tokenize`.
@@ -280,6 +338,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBm25Index>()?;
     m.add_function(wrap_pyfunction!(analyze, m)?)?;
     m.add_function(wrap_pyfunction!(tokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(count_terms, m)?)?;
+    m.add_function(wrap_pyfunction!(shingle_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(cjk_share, m)?)?;
     m.add_function(wrap_pyfunction!(is_near_duplicate, m)?)?;
     m.add("Bm25Error", m.py().get_type::<Bm25Error>())?;
     m.add("FORMAT_VERSION", index::FORMAT_VERSION)?;

@@ -6,9 +6,10 @@ import random
 
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.formats import Records
+from rare.text import check_language
 from rare_stages.common import Tally, generate_with_retries, seeded_int
 from rare_stages.doc2query import default_serving
-from rare_stages.prompts import DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK
+from rare_stages.prompts import document_language, prompts_for
 
 #: tokens kept free for the reasoning
 REPLY_TOKENS = 1024
@@ -32,12 +33,17 @@ class ReasonDistill(Operator):
     budget (``max_doc_tokens``, default: the serving's context shared among the documents);
     ``reasoning_truncated`` says whether any was cut. Rows whose earlier steps failed are
     skipped and ``reasoning_error`` says so.
+
+    The reasoning is asked for in the positive document's language (``language="auto"``,
+    the default, reads it from the document's script mix; ``"en"`` or ``"zh"`` sets it);
+    ``reasoning_language`` records it, and documents are labelled in it ("文档 2").
     """
 
     def __init__(self, llm_serving: LLMServing | None = None, seed: int = 0,
                  max_doc_tokens: int | None = None, max_attempts: int = 2,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, language: str = "auto") -> None:
         super().__init__()
+        self.language = check_language(language)
         self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.seed = seed
@@ -65,11 +71,12 @@ class ReasonDistill(Operator):
     def output_columns(self) -> list[str]:
         return [self.output_key]
 
-    def doc_budget(self, count: int) -> int:
+    def doc_budget(self, count: int, language: str = "en") -> int:
         if self.max_doc_tokens is not None:
             return self.max_doc_tokens
         serving = self.llm_serving
-        overhead = serving.count_tokens(DISTILL_SYSTEM + DISTILL_USER) + 400  # question etc.
+        prompts = prompts_for(language)
+        overhead = serving.count_tokens(prompts.distill_system + prompts.distill_user) + 400
         return max(64, (serving.context_window - overhead - self.max_tokens) // max(1, count))
 
     def arrange(self, positive: str, negatives: list[str], key: str) -> tuple[list[str], int]:
@@ -83,19 +90,20 @@ class ReasonDistill(Operator):
         super().open(ctx)
         self.tally = Tally(self.llm_serving)
 
-    def prompt_for(self, text: str, question: str, scenario: str,
-                   negatives: list[str]) -> tuple[str, int, bool]:
+    def prompt_for(self, text: str, question: str, scenario: str, negatives: list[str],
+                   language: str = "en") -> tuple[str, int, bool]:
         """The user prompt, where the positive landed, and whether a document was cut."""
+        prompts = prompts_for(language)
         docs, position = self.arrange(text, negatives, f"{question}\x1f{text}")
-        budget = self.doc_budget(len(docs))
+        budget = self.doc_budget(len(docs), language)
         blocks = []
         cut_any = False
         for label, doc in enumerate(docs, start=1):
             cut, was_cut = self.llm_serving.truncate(doc, budget)
             cut_any |= was_cut
-            blocks.append(DOCUMENT_BLOCK.format(label=label, text=cut))
-        prompt = DISTILL_USER.format(scenario=scenario, question=question, count=len(docs),
-                                     documents="\n\n".join(blocks))
+            blocks.append(prompts.document_block.format(label=label, text=cut))
+        prompt = prompts.distill_user.format(scenario=scenario, question=question,
+                                             count=len(docs), documents="\n\n".join(blocks))
         return prompt, position, cut_any
 
     def transform(self, rows: Records, ctx: StepContext) -> Records:
@@ -106,6 +114,7 @@ class ReasonDistill(Operator):
         errors: list[str | None] = [None] * n
         prompts: dict[int, str] = {}
         positions: list[int | None] = [None] * n
+        languages: list[str | None] = [None] * n
         truncated = [False] * n
         for i, row in enumerate(rows):
             negs = row.get(self.input_hardneg_key)
@@ -117,13 +126,14 @@ class ReasonDistill(Operator):
             elif not isinstance(negs, list) or not all(isinstance(t, str) for t in negs):
                 errors[i] = f"skipped: no {self.input_hardneg_key!r} (an earlier step failed)"
             else:
+                language = languages[i] = document_language(text, self.language)
                 prompts[i], positions[i], truncated[i] = self.prompt_for(
-                    text, question, scenario, negs)
+                    text, question, scenario, negs, language)
         values, failures, _ = generate_with_retries(
             self.llm_serving,
-            lambda i, a: ChatRequest.from_prompt(prompts[i], system=DISTILL_SYSTEM,
-                                                 max_tokens=self.max_tokens,
-                                                 seed=self.seed + a),
+            lambda i, a: ChatRequest.from_prompt(
+                prompts[i], system=prompts_for(languages[i] or "en").distill_system,
+                max_tokens=self.max_tokens, seed=self.seed + a),
             list(prompts), parse_reasoning, self.max_attempts, desc="ReasonDistill",
             journal=ctx.journal,
         )
@@ -134,9 +144,11 @@ class ReasonDistill(Operator):
             position = positions[i]
             row[self.output_key] = values[i][0] if i in values else None
             row["reasoning_finish_reason"] = values[i][1] if i in values else None
+            label = prompts_for(languages[i] or "en").document_label
             row["reasoning_positive_index"] = position
-            row["reasoning_positive_label"] = (f"Document {position + 1}"
+            row["reasoning_positive_label"] = (label.format(label=position + 1)
                                                if position is not None else None)
+            row["reasoning_language"] = languages[i]
             row["reasoning_truncated"] = truncated[i]
             row["reasoning_error"] = errors[i]
             row["reasoning_raw"] = raws[i]

@@ -7,20 +7,36 @@ import logging
 from typing import Any
 
 from rare import Operator, Retriever, StepContext
-from rare.errors import InputError
+from rare.errors import InputError, SettingsError
 from rare.formats import Records
+from rare.text import check_language
 from rare_stages.common import Tally
 
 log = logging.getLogger(__name__)
 
 
-def resolve_retriever(retriever: str | Retriever | None,
-                      options: dict[str, Any]) -> tuple[Retriever, bool]:
-    """The retriever to mine with, and whether we created it (and so must close it)."""
+def resolve_retriever(retriever: str | Retriever | None, options: dict[str, Any],
+                      language: str | None = None) -> tuple[Retriever, bool]:
+    """The retriever to mine with, and whether we created it (and so must close it).
+
+    ``language`` (None: the retriever's own setting) goes to a retriever created here; one
+    passed in must already have it (or be ``auto``).
+    """
     import rare.retrievers
 
     if isinstance(retriever, Retriever):
+        have = getattr(retriever, "language", "en")
+        if language not in (None, "auto") and have not in ("auto", language):
+            raise SettingsError(
+                f"BM25HardNeg: language={language!r} but the retriever given "
+                f"({retriever!r}) is for {have!r}; create it with language={language!r}")
         return retriever, False
+    if language is not None:
+        given = options.get("language")
+        if given is not None and given != language:
+            raise SettingsError(f"BM25HardNeg: language={language!r} but retriever_options "
+                                f"say language={given!r}")
+        options = {**options, "language": language}
     return rare.retrievers.create(retriever, **options), True
 
 
@@ -35,13 +51,19 @@ class BM25HardNeg(Operator):
     ``hard_negatives`` holds the negatives' texts and ``hard_negatives_ids`` their ids;
     ``hardneg_shortfall`` counts the negatives a row is missing. A retriever this operator
     created is closed when the step ends; one passed in is left open.
+
+    ``language`` (``"en"``, ``"zh"`` or ``"auto"``; None: the retriever's own setting,
+    ``"en"`` by default) is the language of the retriever created here: ``"auto"`` decides
+    from the rows indexed in :meth:`prepare` and logs what it picked. The step's stats say
+    which language mined.
     """
 
     def __init__(self, retriever: str | Retriever | None = None, num_neg: int = 3,
                  start_rank: int = 0, index_rows: bool = True,
                  retriever_options: dict[str, Any] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, language: str | None = None) -> None:
         super().__init__()
+        self.language = None if language is None else check_language(language)
         self.retriever_spec = retriever
         self.retriever_options = dict(retriever_options or {})
         self.num_neg = num_neg
@@ -81,8 +103,8 @@ class BM25HardNeg(Operator):
         self._seen_texts: dict[bytes, int] = {}
         self._duplicates: list[str] = []
         self._short = 0
-        self.retriever, self._owns_retriever = resolve_retriever(self.retriever_spec,
-                                                                 self.retriever_options)
+        self.retriever, self._owns_retriever = resolve_retriever(
+            self.retriever_spec, self.retriever_options, self.language)
 
     def ids_of(self, rows: Records, ctx: StepContext) -> list[str]:
         """Each row's document id, checked to be unique over the whole step."""
@@ -172,6 +194,7 @@ class BM25HardNeg(Operator):
             row["hardneg_error"] = errors[i]
         self.stats = self.tally.add(failed=sum(e is not None for e in errors), short=short)
         self.stats["retriever"] = retriever.name or type(retriever).__name__
+        self.stats["language"] = getattr(retriever, "language", None)
         return rows
 
     def close(self) -> None:

@@ -7,13 +7,17 @@ with the GIL released, one batch per call, spread over a thread pool.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from rare.errors import RetrieverError
+from rare.errors import RetrieverError, SettingsError
 from rare.retriever import Hits, MineResult, Retriever, check_mine_args, default_threads
 from rare.text import NearDuplicateRule
 from rare_bm25_rs import _native
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TantivyError", "TantivyRetriever"]
 
@@ -61,10 +65,14 @@ class TantivyRetriever(Retriever):
     fastest here at every query length measured. ``"tantivy"`` runs tantivy's own scorer
     (k1=1.2, b=0.75 only; its scores divided by ``k1 + 1`` to Lucene's scale).
 
-    ``analyzer``: ``"lucene"`` (default for a new index) tokenizes and stems as Lucene's
-    EnglishAnalyzer does; ``"rare"`` is exactly :class:`rare.EnglishAnalyzer`, token for
-    token, as rare's Python backends analyze. A saved index keeps the analyzer it was built
-    with (None: take it from the folder).
+    ``language``: ``"en"`` (default), ``"zh"``, or ``"auto"`` (picked from the first batch
+    indexed; a saved index's own). ``analyzer``: for ``en``, ``"lucene"`` (default)
+    tokenizes and stems as Lucene's EnglishAnalyzer does and ``"rare"`` is exactly
+    :class:`rare.EnglishAnalyzer`, token for token, as rare's Python backends analyze; for
+    ``zh``, ``"cjk"`` (default) gives the tokens of Lucene's CJKAnalyzer (CJK bigrams, other
+    words kept) and ``"jieba"`` segments words with jieba-rs. A saved index keeps the
+    language and analyzer it was built with (analyzer None: take it from the folder);
+    opening it with another is an ``incompatible_index`` error saying which it has.
 
     ``path`` opens the index a folder already holds (built by this class), else creates
     one there; documents are searchable after :meth:`commit`, and any read commits pending
@@ -72,34 +80,52 @@ class TantivyRetriever(Retriever):
     """
 
     name = "tantivy"
+    analyzers = {"en": ("lucene", "rare"), "zh": ("cjk", "jieba")}
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
                  near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),  # noqa: B008
                  path: str | os.PathLike[str] | None = None, scorer: str = "auto",
                  writer_heap_bytes: int = 256_000_000, writer_threads: int | None = None,
-                 analyzer: str | None = None) -> None:
+                 language: str = "en", analyzer: str | None = None) -> None:
         try:
-            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
-        except RetrieverError as exc:
+            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate, language=language)
+            self.check_analyzer(analyzer)
+        except (RetrieverError, SettingsError) as exc:
             raise TantivyError(str(exc)) from None
         self.path = None if path is None else os.fspath(path)
         self._handle: _native.Bm25Index | None = None
+        self._settings = dict(k1=self.k1, b=self.b, scorer=scorer,
+                              writer_heap_bytes=writer_heap_bytes,
+                              writer_threads=min(_threads(writer_threads), 8),
+                              analyzer=analyzer)
+        saved = self.path is not None and Path(self.path, "meta.json").exists()
+        # `auto` waits for the first batch of a new index; a saved index has its language.
+        if self.language != "auto" or saved:
+            self._open(None if self.language == "auto" else self.language)
+
+    def _open(self, language: str | None) -> _native.Bm25Index:
         with _translated():
-            self._handle = _native.Bm25Index(
-                self.path, k1=self.k1, b=self.b, scorer=scorer,
-                writer_heap_bytes=writer_heap_bytes,
-                writer_threads=min(_threads(writer_threads), 8), analyzer=analyzer,
-            )
+            handle = _native.Bm25Index(self.path, language=language, **self._settings)
+        self._handle = handle
+        self.language = str(handle.language)
+        return handle
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path else "RAM"
-        state = "closed" if self._handle is None else f"analyzer={self.analyzer!r}"
+        state = ("closed" if self._closed else "language='auto', no index yet"
+                 if self._handle is None else
+                 f"language={self.language!r}, analyzer={self.analyzer!r}")
         return f"TantivyRetriever(k1={self.k1}, b={self.b}, {state}, index={where})"
 
     @property
     def _index(self) -> _native.Bm25Index:
         """The native index; a :class:`TantivyError` once the retriever is closed."""
         index = self._handle
+        if index is None and not self._closed:
+            # `auto` with nothing indexed yet: there is nothing to tell the language from.
+            log.info("tantivy retriever: language='auto' with no text indexed yet: 'en'")
+            self.language = "en"
+            index = self._open("en")
         if index is None:
             raise TantivyError(
                 "this tantivy retriever is closed (close() was called, or its `with` block "
@@ -114,8 +140,12 @@ class TantivyRetriever(Retriever):
 
     @property
     def analyzer(self) -> str:
-        """The index's analyzer: "lucene" or "rare"."""
+        """The index's analyzer: "lucene", "rare", "cjk" or "jieba"."""
         return str(self._index.analyzer)
+
+    @property
+    def analyzer_name(self) -> str | None:
+        return None if self._handle is None else str(self._handle.analyzer)
 
     @property
     def scorer(self) -> str:
@@ -127,6 +157,10 @@ class TantivyRetriever(Retriever):
         ids, texts = _strings(ids, "ids"), _strings(texts, "texts")
         if len(ids) != len(texts):
             raise TantivyError(f"index() got {len(ids)} ids but {len(texts)} texts")
+        if self._handle is None and not self._closed:
+            self._open(self.observe_texts(texts))
+        else:
+            self.observe_texts(texts)
         with _translated():
             self._index.add(ids, texts)
 
@@ -139,6 +173,8 @@ class TantivyRetriever(Retriever):
         index (a RAM index's memory goes with it). Calling it again does nothing."""
         index = self._handle
         if index is None:
+            if not self._closed:
+                super().close()
             return
         try:
             with _translated():
