@@ -6,7 +6,7 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -31,12 +31,12 @@ class MineResult(list[list[str]]):
 
     ``shortfall[i]`` is how many negatives query ``i`` is missing (0 when it got
     ``num_neg``); ``scores[i]`` are the BM25 scores of its negatives and ``ranks[i]`` their
-    candidate ranks (0: the best hit that is neither the positive nor a near-duplicate of
-    it). ``positive_scores[i]`` is the positive's own score for the query in the same index
-    (None when neither its id nor its text is known) and ``positive_in_index[i]`` whether
-    its id is in the index (else the score is its text's, against the index's
-    statistics). ``skipped`` counts, over the whole call, the hits passed over by reason
-    (:data:`SKIP_REASONS`).
+    candidate ranks (0: the best hit that is neither the positive, nor above the margin,
+    nor a near-duplicate of the positive). ``positive_scores[i]`` is the
+    positive's own score for the query in the same index (None when neither its id nor its
+    text is known) and ``positive_in_index[i]`` whether its id is in the index (else the
+    score is its text's, against the index's statistics). ``skipped`` counts, over the
+    whole call, the hits passed over by reason (:data:`SKIP_REASONS`).
     """
 
     def __init__(self, negatives: list[list[str]], scores: list[list[float]], num_neg: int,
@@ -306,21 +306,22 @@ class Retriever(ABC):
 
         Hits are walked best first, at most ``depth`` of them (default:
         :func:`default_depth`; with a margin, as many as the walk needs). A hit is skipped
-        when its id is the positive's, or when the near-duplicate rule says it repeats the
-        positive's text (``positive_texts[i]``, else the stored one); every other hit is a
-        candidate and gets the next rank, 0 first.
+        when its id is the positive's; when it scores above the margin: above
+        ``max_score_ratio`` times the positive's own score for the query, or above that
+        score minus ``min_score_gap``; or when the near-duplicate rule says it repeats the
+        positive's text (``positive_texts[i]``, else the stored one). Every other hit is a
+        candidate and gets the next rank, 0 first. Then:
 
         - Window: candidates ranked below ``start_rank`` are skipped (the very top is the
           likeliest to be an unlabelled positive); the walk stops at rank ``end_rank``.
-        - Margin: a candidate scoring above ``max_score_ratio`` times the positive's own
-          score for the query, or above that score minus ``min_score_gap``, is skipped.
-          The positive's score is the one the index gives it (scored from its text
-          against the index's statistics when its id is not in the index; see
-          :attr:`MineResult.positive_in_index`).
         - Sampling: ``"top"`` keeps the first ``num_neg`` candidates left; ``"random"``
-          draws ``num_neg`` of all the candidates left in the window, seeded by ``seed``,
-          the query and the positive's id (reproducible, independent of the batch), and
+          draws ``num_neg`` of all the candidates in the window, seeded by ``seed``, the
+          query and the positive's id (reproducible, independent of the batch), and
           returns them in the order drawn.
+
+        The positive's score is the one the index gives it (scored from its text against
+        the index's statistics when its id is not in the index; see
+        :attr:`MineResult.positive_in_index`).
 
         Queries that run out are reported in :attr:`MineResult.shortfall`; the skips by
         reason in :attr:`MineResult.skipped`. Every backend gives the same negatives at
@@ -425,32 +426,31 @@ class Retriever(ABC):
     def _walk(self, hits: Hits, positive_id: str, positive_text: str | None, num_neg: int,
               start_rank: int, end_rank: int | None, top: bool, bound: float | None,
               skipped: dict[str, int]) -> tuple[list[tuple[int, int]], bool]:
-        """(index in ``hits``, candidate rank) of the candidates kept by the window and the
-        margin (the first ``num_neg`` when ``top``, else all of them), and whether the walk
-        ended by its own rules (else the hits ran out first). Adds to ``skipped``.
+        """(index in ``hits``, candidate rank) of the candidates the window keeps (the
+        first ``num_neg`` when ``top``, else all of them), and whether the walk ended by
+        its own rules (else the hits ran out first). Adds to ``skipped``; a hit skipped for
+        several reasons counts under the first of: same id, above the margin,
+        near-duplicate, outside the window.
 
-        Texts for the near-duplicate rule are fetched a slice at a time, so a backend whose
-        stored texts are costly to read (a Lucene index on disk) reads little more than it
-        uses.
+        The near-duplicate rule reads only the texts of hits within the margin, fetched a
+        slice at a time, so a backend whose stored texts are costly to read (a Lucene index
+        on disk) reads little more than it uses.
         """
         rule = self.near_duplicate
         kept: list[tuple[int, int]] = []
-        same: Callable[[int], bool] | None = None
-        if rule is not None and positive_text:
-            pos_sh = rule.shingles(positive_text)
-            texts: list[str | None] = []
-            wanted = start_rank + num_neg if top else (end_rank or len(hits))
+        texts: dict[int, str | None] = {}
+        pos_sh = rule.shingles(positive_text) if rule is not None and positive_text else None
 
-            def near_duplicate(i: int) -> bool:
-                assert rule is not None
-                while len(texts) <= i:
-                    size = max(8, 2 * (wanted - len(kept)))
-                    chunk = hits[len(texts):len(texts) + size]
-                    texts.extend(self.get_texts([d for d, _ in chunk]))
-                text = texts[i]
-                return text is not None and rule.same(pos_sh, rule.shingles(text))
+        def near_duplicate(i: int) -> bool:
+            if rule is None or pos_sh is None:
+                return False
+            if i not in texts:
+                size = max(8, 2 * (num_neg - len(kept)))
+                chunk = range(i, min(len(hits), i + size))
+                texts.update(zip(chunk, self.get_texts([hits[j][0] for j in chunk])))
+            text = texts[i]
+            return text is not None and rule.same(pos_sh, rule.shingles(text))
 
-            same = near_duplicate
         rank = 0
         for i, (doc_id, score) in enumerate(hits):
             if top and len(kept) == num_neg:
@@ -460,15 +460,15 @@ class Retriever(ABC):
             if doc_id == positive_id:
                 skipped["same_id"] += 1
                 continue
-            if same is not None and same(i):
+            if bound is not None and score > bound:
+                skipped["above_margin"] += 1
+                continue
+            if near_duplicate(i):
                 skipped["near_duplicate"] += 1
                 continue
             rank += 1
             if rank - 1 < start_rank:
                 skipped["outside_window"] += 1
-                continue
-            if bound is not None and score > bound:
-                skipped["above_margin"] += 1
                 continue
             kept.append((i, rank - 1))
         settled = (top and len(kept) == num_neg) or (end_rank is not None and rank >= end_rank)

@@ -22,7 +22,7 @@ use tantivy::{
 
 use crate::analysis::{Analyzer, EnglishTokenizer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::mining::{self, Plan, Seen, Skipped};
+use crate::mining::{self, Plan, Skipped};
 use crate::neardup::{NearDupRule, Vocabulary};
 use crate::scoring::{self, Bm25, Hit};
 
@@ -319,8 +319,8 @@ pub fn default_threads() -> usize {
 pub struct Mined {
     pub ids: Vec<String>,
     pub scores: Vec<f32>,
-    /// Each negative's candidate rank (0: the best hit that is neither the positive nor a
-    /// near-duplicate of it).
+    /// Each negative's candidate rank (0: the best hit that is neither the positive, nor
+    /// above the margin, nor a near-duplicate of the positive).
     pub ranks: Vec<usize>,
     /// The positive's score for the query in this index (None: neither its id nor its
     /// text is known).
@@ -723,19 +723,20 @@ impl Bm25Index {
                 };
             }
             let bound = plan.margin.bound(positive_score);
-            let walked = mining::walk(plan, bound, hits.len(), |i| -> Result<Seen> {
-                let hit = &hits[i];
-                if snap.id(hit.addr) == positive {
-                    return Ok(Seen::Positive);
-                }
-                if let Some((rule, shingles)) = &pos_shingles {
-                    let candidate = vocabulary.token_ids(&self.text_at(snap, hit.addr)?);
-                    if rule.same(shingles, &rule.shingles(&candidate)) {
-                        return Ok(Seen::NearDuplicate);
-                    }
-                }
-                Ok(Seen::Candidate(hit.score))
-            })?;
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            let walked = mining::walk(
+                plan,
+                bound,
+                &scores,
+                |i| snap.id(hits[i].addr) == positive,
+                |i| -> Result<bool> {
+                    let Some((rule, shingles)) = &pos_shingles else {
+                        return Ok(false);
+                    };
+                    let candidate = vocabulary.token_ids(&self.text_at(snap, hits[i].addr)?);
+                    Ok(rule.same(shingles, &rule.shingles(&candidate)))
+                },
+            )?;
             if walked.settled || exhausted {
                 let (kept, skipped) = mining::finish(plan, walked, query, positive);
                 return Ok(Mined {

@@ -206,8 +206,8 @@ impl PyBm25Index {
             None => None,
             Some(e) if e <= start_rank as i64 => {
                 return Err(to_py(Error::invalid(format!(
-                    "end_rank must be > start_rank (the window is candidate ranks start_rank \
-                     to end_rank - 1), got start_rank={start_rank}, end_rank={e}"
+                    "end_rank must be > start_rank (the window is candidate ranks \
+                     start_rank to end_rank - 1), got start_rank={start_rank}, end_rank={e}"
                 ))))
             }
             Some(e) => Some(e as usize),

@@ -3,14 +3,19 @@
 //! The rules are those of `rare.retriever` (the Python base path), bit for bit, so every
 //! backend mines the same negatives at equal settings:
 //!
-//! 1. Hits are walked best first. The positive (same id) and its near-duplicates are
-//!    skipped; every other hit is a *candidate* and gets the next rank (0, 1, 2, ...).
-//! 2. Candidates ranked below `start_rank` are skipped ("outside the window"); the walk
-//!    stops at rank `end_rank` (when set).
-//! 3. A candidate scoring above the margin's bound (see [`Margin::bound`]) is skipped.
-//! 4. `Sampling::Top` keeps the first `num_neg` candidates left (and stops there);
+//! 1. Hits are walked best first. The positive (same id) is skipped.
+//! 2. A hit scoring above the margin's bound (see [`Margin::bound`]) is skipped.
+//! 3. A near-duplicate of the positive is skipped (it reads the hit's text, so it comes
+//!    after the cheap checks).
+//! 4. Every other hit is a *candidate* and gets the next rank (0, 1, 2, ...). Candidates
+//!    ranked below `start_rank` are skipped ("outside the window"); the walk stops at rank
+//!    `end_rank` (when set).
+//! 5. `Sampling::Top` keeps the first `num_neg` candidates left (and stops there);
 //!    `Sampling::Random` keeps `num_neg` drawn from all of them by a partial Fisher-Yates
 //!    shuffle driven by [`SplitMix64::for_query`], in the order drawn.
+//!
+//! A hit skipped for several reasons counts under the first: same id, above the margin,
+//! near-duplicate, outside the window.
 
 use std::ops::AddAssign;
 
@@ -99,8 +104,8 @@ impl Plan {
         if let Some(end) = self.end_rank {
             if end <= self.start_rank {
                 return Err(format!(
-                    "end_rank must be > start_rank (the window is candidate ranks start_rank \
-                     to end_rank - 1), got start_rank={}, end_rank={end}",
+                    "end_rank must be > start_rank (the window is candidate ranks \
+                     start_rank to end_rank - 1), got start_rank={}, end_rank={end}",
                     self.start_rank
                 ));
             }
@@ -134,16 +139,6 @@ impl Plan {
     }
 }
 
-/// One hit as the walk sees it.
-pub enum Seen {
-    /// The positive itself.
-    Positive,
-    /// A near-duplicate of the positive.
-    NearDuplicate,
-    /// Any other document, with its score.
-    Candidate(f32),
-}
-
 /// The outcome of a walk: kept hits (their index in the walked list and their rank), the
 /// skips, and whether the walk ended by its own rules (else the hits ran out first).
 #[derive(Debug, Default)]
@@ -153,18 +148,21 @@ pub struct Walked {
     pub settled: bool,
 }
 
-/// Walk `n` hits, best first; `see(i)` says what hit `i` is (it may fail, e.g. reading a
-/// stored text). Random draws happen in [`finish`].
+/// Walk `scores.len()` hits, best first. `is_positive(i)` says whether hit `i` is the
+/// positive, `near_duplicate(i)` whether it repeats the positive's text (asked only of hits
+/// within the margin; it may fail, e.g. reading a stored text). Random draws happen in
+/// [`finish`].
 pub fn walk<E>(
     plan: &Plan,
     bound: Option<f64>,
-    n: usize,
-    mut see: impl FnMut(usize) -> Result<Seen, E>,
+    scores: &[f32],
+    mut is_positive: impl FnMut(usize) -> bool,
+    mut near_duplicate: impl FnMut(usize) -> Result<bool, E>,
 ) -> Result<Walked, E> {
     let mut out = Walked::default();
     let mut rank = 0usize;
     let top = plan.sampling == Sampling::Top;
-    for i in 0..n {
+    for (i, &score) in scores.iter().enumerate() {
         if top && out.kept.len() == plan.num_neg {
             out.settled = true;
             return Ok(out);
@@ -173,25 +171,22 @@ pub fn walk<E>(
             out.settled = true;
             return Ok(out);
         }
-        let score = match see(i)? {
-            Seen::Positive => {
-                out.skipped.same_id += 1;
-                continue;
-            }
-            Seen::NearDuplicate => {
-                out.skipped.near_duplicate += 1;
-                continue;
-            }
-            Seen::Candidate(score) => score,
-        };
-        let r = rank;
-        rank += 1;
-        if r < plan.start_rank {
-            out.skipped.outside_window += 1;
+        if is_positive(i) {
+            out.skipped.same_id += 1;
             continue;
         }
         if bound.is_some_and(|b| f64::from(score) > b) {
             out.skipped.above_margin += 1;
+            continue;
+        }
+        if near_duplicate(i)? {
+            out.skipped.near_duplicate += 1;
+            continue;
+        }
+        let r = rank;
+        rank += 1;
+        if r < plan.start_rank {
+            out.skipped.outside_window += 1;
             continue;
         }
         out.kept.push((i, r));
@@ -295,15 +290,16 @@ mod tests {
         }
     }
 
+    /// `None`: the positive; a negative score: a near-duplicate (of that absolute score).
     fn run(plan: &Plan, bound: Option<f64>, seen: &[Option<f32>]) -> Walked {
-        // None: the positive
-        walk::<()>(plan, bound, seen.len(), |i| {
-            Ok(match seen[i] {
-                None => Seen::Positive,
-                Some(s) if s < 0.0 => Seen::NearDuplicate,
-                Some(s) => Seen::Candidate(s),
-            })
-        })
+        let scores: Vec<f32> = seen.iter().map(|s| s.unwrap_or(99.0).abs()).collect();
+        walk::<()>(
+            plan,
+            bound,
+            &scores,
+            |i| seen[i].is_none(),
+            |i| Ok(seen[i].is_some_and(|s| s < 0.0)),
+        )
         .unwrap()
     }
 
@@ -319,11 +315,12 @@ mod tests {
 
     #[test]
     fn window_and_margin_skip_and_count() {
+        // ranks: 9.0 -> 0, (positive), 8.0 -> 1, (near-duplicate 7.5), 7.0 -> 2, ...
         let hits = [
             Some(9.0),
             None,
             Some(8.0),
-            Some(-1.0),
+            Some(-7.5),
             Some(7.0),
             Some(6.0),
             Some(5.0),
@@ -341,9 +338,14 @@ mod tests {
                 outside_window: 1
             }
         );
+        // Above the margin counts first (the near-duplicate, 7.5, is never read), and
+        // ranks count the candidates within the margin only.
         let w = run(&p, Some(6.5), &hits);
-        assert_eq!(w.kept, vec![(5, 3), (6, 4)]);
-        assert_eq!(w.skipped.above_margin, 2);
+        assert_eq!(w.kept, vec![(6, 1)]);
+        assert_eq!(w.skipped.above_margin, 4);
+        assert_eq!(w.skipped.near_duplicate, 0);
+        assert_eq!(w.skipped.outside_window, 1);
+        assert!(!w.settled);
         let p = plan(5, 0, Some(2), Sampling::Top);
         let w = run(&p, None, &hits);
         assert_eq!(w.kept, vec![(0, 0), (2, 1)]);
