@@ -42,6 +42,24 @@ def _print_stage(report: StageReport) -> None:
                f"{s.get('seconds', 0):.1f} s -> {report.output}", err=True)
 
 
+def _negative_lines(stage: StageReport) -> list[str]:
+    """A mining stage's skipped candidates and its judge's work, when it reports them."""
+    s, lines = stage.stats, []
+    reasons = [("same_id", "same id"), ("near_duplicate", "near-duplicate"),
+               ("above_margin", "above the margin"), ("outside_window", "outside the window")]
+    if any(f"skipped_{key}" in s for key, _ in reasons):
+        counts = ", ".join(f"{label} {s.get(f'skipped_{key}', 0)}" for key, label in reasons)
+        lines.append(f"  {stage.name} skipped candidates: {counts}")
+    if "judge_calls" in s:
+        control = s.get("judge_control", 0)
+        lines.append(f"  {stage.name} judge: {s['judge_calls']} questions, "
+                     f"{s.get('judge_dropped', 0)} negatives dropped as answering, "
+                     f"{s.get('judge_failed', 0)} unanswered; control: "
+                     f"{s.get('judge_control_no', 0)} of {control} positives judged "
+                     "not to answer")
+    return lines
+
+
 def print_summary(report: RunReport) -> None:
     click.echo("")
     click.echo(f"rare run: {report.input} -> {report.output}")
@@ -52,6 +70,9 @@ def print_summary(report: RunReport) -> None:
         s = stage.stats
         click.echo(f"  {stage.name:<16}{s.get('rows_out', 0):>6}{s.get('failed', 0):>8}"
                    f"{s.get('tokens', 0):>10}{s.get('seconds', 0.0):>10.1f}")
+    for stage in report.stages:
+        for line in _negative_lines(stage):
+            click.echo(line)
     usage = report.usage
     if usage:
         click.echo(f"  LLM calls {usage.get('calls', 0)}, prompt tokens "

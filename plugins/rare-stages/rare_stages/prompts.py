@@ -44,3 +44,33 @@ Work through the question step by step:
 3. End with a final line that starts with "Answer:"."""
 
 DOCUMENT_BLOCK = "[Document {label}]\n{text}"
+
+# -- the false-negative judge (NegativeJudge, BM25HardNeg(judge=...)) ----------------------
+JUDGE_SYSTEM = (
+    "You check training data for a search engine. You decide whether a single document, "
+    "read on its own, holds what is needed to answer a question. Judge only by what the "
+    "document says, never by what you know yourself."
+)
+
+JUDGE_USER = """Question:
+{question}
+
+Document:
+<<<
+{document}
+>>>
+
+Could a careful reader answer the question, or its main point, from this document alone, with no other source?
+- "yes": the document states the facts, rule or explanation the answer rests on.
+- "no": the document is only on a related topic, lacks the key facts, or would need other sources.
+
+Answer with a JSON object and nothing else: {{"verdict": "yes" or "no", "reason": "one short sentence"}}"""
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "verdict": {"type": "string", "enum": ["yes", "no"]},
+        "reason": {"type": "string", "maxLength": 300},
+    },
+    "required": ["verdict", "reason"],
+}
