@@ -27,6 +27,7 @@ from typing import Any
 
 from rare.bench.data import read_corpus
 from rare.bench.negatives import (
+    RATIO,
     Pairs,
     Variant,
     make_pairs,
@@ -40,25 +41,21 @@ from rare.evaluation import read_qrels, read_topics
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
-#: the margin BM25HardNeg's README recommends (see the README's table)
-RATIO = 0.5
-
-
 def variants(ratio: float) -> list[Variant]:
     return [
         Variant("top-k"),
-        Variant("window 5..", start_rank=5),
         Variant("window 10..", start_rank=10),
         Variant("random 10..60", start_rank=10, end_rank=60, sampling="random"),
         Variant(f"margin {ratio:g}", max_score_ratio=ratio),
-        Variant(f"margin {ratio:g} + random", max_score_ratio=ratio, end_rank=50,
-                sampling="random"),
+        Variant("margin 0.5", max_score_ratio=0.5),
+        Variant(f"window 10.. + margin {ratio:g}", start_rank=10, max_score_ratio=ratio),
     ]
 
 
 def sweep() -> list[Variant]:
     return [Variant(f"ratio {r:g}", max_score_ratio=r)
-            for r in (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)]
+            for r in (0.9, 0.8, 0.7, 0.6, 0.4, 0.3)] + \
+        [Variant(f"gap {g:g}", min_score_gap=g) for g in (1.0, 2.0, 4.0)]
 
 
 def judge_variants(ratio: float) -> list[Variant]:
@@ -150,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             if judge is not None:
                 few = sample(pairs, args.judge_pairs)
                 rows = measure_negatives(
-                    retriever, few, variants(args.ratio)[:1] + variants(args.ratio)[4:5]
+                    retriever, few, variants(args.ratio)[:1] + variants(args.ratio)[3:4]
                     + judge_variants(args.ratio), args.num_neg, args.threads, judge=judge,
                     progress=lambda line: print(line, file=sys.stderr))
                 print_negatives(rows, f"{name}: judge on a sample of {len(few)} pairs "

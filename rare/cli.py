@@ -330,11 +330,13 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Measure every backend in this process (no per-backend peak memory).")
 @click.option("--timeout", type=float, default=1800, show_default=True,
               help="Seconds one backend at one thread count may take.")
+@click.option("--no-negatives", is_flag=True,
+              help="Skip the mining options' speed and the false-negative table.")
 def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
           references: str, k: int, threads: str, k1: float, b: float, num_neg: int,
           max_docs: int | None, max_queries: int | None, id_field: str | None,
           text_field: str | None, title_field: str | None, repeat: int, min_overlap: float,
-          out: str, in_process: bool, timeout: float) -> None:
+          out: str, in_process: bool, timeout: float, no_negatives: bool) -> None:
     """Hard-negative mining speed of BM25 backends side by side, after checking that they
     agree (top-10 overlap) and how good they are (nDCG@10, recall@k against the qrels)."""
     from rare.bench import BenchConfig, DataSpec, run_bench
@@ -359,7 +361,8 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
                           title_field),
             backends=backend_names, threads=thread_counts, references=_names(references),
             k=k, k1=k1, b=b, num_neg=num_neg, repeat=repeat, out=out,
-            min_overlap=min_overlap, timeout=timeout, in_process=in_process)
+            min_overlap=min_overlap, timeout=timeout, in_process=in_process,
+            negatives=not no_negatives)
         run_bench(config, echo=click.echo,
                   progress=lambda line: click.echo(line, err=True))
     except RareError as exc:

@@ -15,7 +15,13 @@ from typing import Any
 from rare.bench.backends import check_backends
 from rare.bench.chart import write_chart
 from rare.bench.data import DataSpec, load_dataset
-from rare.bench.report import build_report, load_average, print_quality, print_speed
+from rare.bench.report import (
+    build_report,
+    load_average,
+    print_mining_options,
+    print_quality,
+    print_speed,
+)
 from rare.bench.worker import Job, measure, run_worker
 from rare.errors import RareError
 
@@ -39,6 +45,7 @@ class BenchConfig:
     min_overlap: float = 0.9
     timeout: float = 1800.0
     in_process: bool = False
+    negatives: bool = True  # time the mining options, measure false negatives
 
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -66,7 +73,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
              f"queries ({data.judged:,} judged), loaded in {time.perf_counter() - start:.1f} s")
     if not config.in_process:
         data.texts = []  # the workers load their own copy; this one only checked the input
-    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat)
+    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat,
+                negatives=config.negatives)
             for t in config.threads for name in names]  # interleaved: load drifts alike
     results: list[dict[str, Any]] = []
     for i, job in enumerate(jobs, 1):
@@ -92,6 +100,7 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     report["machine"]["load_average_after"] = load_average()
     print_quality(report, echo)
     print_speed(report, echo)
+    print_mining_options(report, echo)
     if config.out:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)

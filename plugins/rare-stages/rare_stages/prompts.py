@@ -61,16 +61,17 @@ Document:
 >>>
 
 Could a careful reader answer the question, or its main point, from this document alone, with no other source?
-- "yes": the document states the facts, rule or explanation the answer rests on.
-- "no": the document is only on a related topic, lacks the key facts, or would need other sources.
+- "no": the document is only on a related topic, lacks the key facts, or would need other sources. Most documents that merely share words with the question are "no".
+- "yes": the document itself states the facts, rule or explanation the answer rests on.
 
-Answer with a JSON object and nothing else: {{"verdict": "yes" or "no", "reason": "one short sentence"}}"""
+First give your reason in one short sentence, then the verdict. Answer with a JSON object and nothing else: {{"reason": "...", "verdict": "no" or "yes"}}"""
 
+# The reason comes first, so that the verdict follows from it rather than the reverse.
 JUDGE_SCHEMA = {
     "type": "object",
     "properties": {
-        "verdict": {"type": "string", "enum": ["yes", "no"]},
         "reason": {"type": "string", "maxLength": 300},
+        "verdict": {"type": "string", "enum": ["no", "yes"]},
     },
-    "required": ["verdict", "reason"],
+    "required": ["reason", "verdict"],
 }
