@@ -54,9 +54,9 @@ class BM25HardNeg(Operator):
     ``seed``), and a margin against the positive's own score: ``max_score_ratio`` (skip a
     candidate scoring above that fraction of it; 0.95 by default, None turns it off, 1.0
     keeps only candidates scoring at most the positive's score) and ``min_score_gap``
-    (skip one scoring less than that far below it). ``judge`` (an LLM serving, or True for the pipeline's)
-    asks the teacher whether each negative in fact answers the question; one that does is
-    dropped and replaced from the next ``judge_reserve`` candidates (see
+    (skip one scoring less than that far below it). ``judge`` (an LLM serving, or True for
+    the pipeline's) asks the teacher whether each negative in fact answers the question;
+    one that does is dropped and replaced from the next ``judge_reserve`` candidates (see
     :mod:`rare_stages.judge`). ``reserve`` keeps that many further candidates in the
     ``hardneg_reserve`` column, for a later ``NegativeJudge`` step.
 
@@ -256,7 +256,7 @@ class BM25HardNeg(Operator):
             items: list[JudgeItem] = []
             for j, i in enumerate(todo):
                 pos_scores[i] = result.positive_scores[j]
-                ranks = result.ranks[j] or [None] * len(result[j])
+                ranks: list[int | None] = list(result.ranks[j]) or [None] * len(result[j])
                 # A negative whose text the index cannot give back is dropped, never
                 # replaced by an empty string; it counts as missing.
                 cands = [Candidate(d, str(text_of[d]), float(s), r)
@@ -288,17 +288,17 @@ class BM25HardNeg(Operator):
         short = sum(1 for s in shortfall if s)
         self._short += short
         for i, row in enumerate(rows):
-            kept = chosen[i]
-            row[self.output_negatives_key] = None if kept is None else [c.text for c in kept]
-            row[self.output_ids_key] = None if kept is None else [c.id for c in kept]
-            row[self.output_scores_key] = None if kept is None else [c.score for c in kept]
+            final = chosen[i]
+            row[self.output_negatives_key] = None if final is None else [c.text for c in final]
+            row[self.output_ids_key] = None if final is None else [c.id for c in final]
+            row[self.output_scores_key] = None if final is None else [c.score for c in final]
             row["hardneg_positive_score"] = pos_scores[i]
             row["hardneg_shortfall"] = shortfall[i]
             row["hardneg_error"] = errors[i]
             if self.judge is not None:
-                outcome = outcomes.get(i)
-                row["hardneg_judged"] = None if outcome is None else outcome.judged
-                row["hardneg_control"] = None if outcome is None else outcome.control
+                verdicts = outcomes.get(i)
+                row["hardneg_judged"] = None if verdicts is None else verdicts.judged
+                row["hardneg_control"] = None if verdicts is None else verdicts.control
             elif self.reserve:
                 extra = reserve[i]
                 row["hardneg_reserve"] = None if extra is None else [
