@@ -1004,7 +1004,9 @@ mod tests {
                 let exact = snap.bm25.score_doc(&snap.searcher, &terms, addr).unwrap();
                 assert_eq!(exact, *score, "{q} {id}");
                 let text = index.text_at(&snap, addr).unwrap();
-                let from_text = index.score_texts(&[q.clone()], &[text], 1).unwrap()[0];
+                let from_text = index
+                    .score_texts(std::slice::from_ref(q), &[text], 1)
+                    .unwrap()[0];
                 assert!(
                     (from_text - score).abs() <= 1e-6 * score.max(1.0),
                     "{q} {id}"
