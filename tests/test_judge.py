@@ -26,7 +26,7 @@ from rare_stages.judge import (
 )
 
 import rare.retrievers
-from rare import ChatRequest, Completion, FileStorage, LLMServing
+from rare import ChatRequest, Completion, FileStorage, LLMServing, SettingsError
 from rare.storage import read_records, write_records
 
 N_CTX = 2048
@@ -96,6 +96,19 @@ def test_dropped_negatives_are_replaced_from_deeper_candidates() -> None:
     assert serving.documents.count("GARBLED") == 2
 
 
+def test_bad_judge_settings_name_the_setting() -> None:
+    from rare.operators import BM25HardNeg
+
+    with pytest.raises(SettingsError, match="judge_control_rate must be in"):
+        BM25HardNeg(judge=Oracle(), judge_control_rate=1.5)
+    with pytest.raises(SettingsError, match="judge_reserve must be >= 0"):
+        BM25HardNeg(judge=Oracle(), judge_reserve=-1)
+    with pytest.raises(SettingsError, match="control_rate must be in"):
+        NegativeJudge(Oracle(), control_rate=-0.1)
+    with pytest.raises(SettingsError, match="judge must be an LLM serving"):
+        BM25HardNeg(judge="yes")  # type: ignore[arg-type]
+
+
 def test_control_sample_is_seeded() -> None:
     judge = FalseNegativeJudge(Oracle(), control_rate=0.3, seed=5)
     picks = [judge.is_control(f"question {i}", "positive") for i in range(1000)]
@@ -131,7 +144,10 @@ def test_bm25hardneg_with_a_judge_drops_answering_negatives(tmp_path: Path) -> N
     (tmp_path / "in.json").write_text(json.dumps(rows))
     storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "c"))
     serving = Oracle()
-    op = BM25HardNeg(retriever="gensim", num_neg=2, judge=serving, judge_control_rate=1.0)
+    # The default margin would skip doc4 and doc5 already (they outscore the positive):
+    # without it, the judge must catch them.
+    op = BM25HardNeg(retriever="gensim", num_neg=2, judge=serving, judge_control_rate=1.0,
+                     max_score_ratio=None)
     op.run(storage.step(), input_id_key="id")
     out = storage.step().read("dict")
     first = out[0]
@@ -145,13 +161,20 @@ def test_bm25hardneg_with_a_judge_drops_answering_negatives(tmp_path: Path) -> N
     assert stats["judge_calls"] == sum(len(r["hardneg_judged"]) for r in out) + len(rows)
     # the same rows through the NegativeJudge operator, from BM25HardNeg's reserve
     storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "d"))
-    BM25HardNeg(retriever="gensim", num_neg=2, reserve=4).run(storage.step(),
-                                                              input_id_key="id")
+    BM25HardNeg(retriever="gensim", num_neg=2, reserve=4, max_score_ratio=None).run(
+        storage.step(), input_id_key="id")
     judge_op = NegativeJudge(Oracle(), control_rate=0.0)
     judge_op.run(storage.step())
     again = storage.step().read("dict")
     assert [r["hard_negatives_ids"] for r in again] == [r["hard_negatives_ids"] for r in out]
     assert again[0]["hardneg_control"] is None and judge_op.stats["judge_dropped"] >= 2
+    # with the default margin, the copies of the answer never reach the judge
+    storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "e"))
+    margin = BM25HardNeg(retriever="gensim", num_neg=2, judge=Oracle())
+    margin.run(storage.step(), input_id_key="id")
+    first = storage.step().read("dict")[0]
+    assert not {"doc4", "doc5"} & {j["id"] for j in first["hardneg_judged"]}
+    assert margin.stats["skipped_above_margin"] >= 2
 
 
 def test_a_pipeline_makes_no_serving_for_a_step_that_does_not_judge() -> None:
@@ -258,7 +281,8 @@ def test_judge_verdicts_from_a_real_server(tmp_path: Path, llama_server: str) ->
         asked = [j["id"] for j in row["hardneg_judged"]]
         assert kept == [d for d in asked if verdict[d] != "yes"][:1]
         dropped = sum(v == "yes" for v in verdict.values())
-        assert len(asked) == min(1 + dropped, 3)
+        # asked until one was kept, or the candidates (1 + judge_reserve at most) ran out
+        assert len(asked) == dropped + len(kept) <= 3
         assert row["hardneg_shortfall"] == 1 - len(kept)
     assert op.stats["judge_calls"] == len(judged) + op.stats["judge_control"]
     assert op.stats["judge_control"] >= 0.75 * len(rows)

@@ -95,6 +95,13 @@ class BM25HardNeg(Operator):
         self.threads = threads
         if reserve < 0:
             raise SettingsError(f"reserve must be >= 0, got {reserve}")
+        if judge_reserve is not None and judge_reserve < 0:
+            raise SettingsError(f"judge_reserve must be >= 0, got {judge_reserve}")
+        if not 0 <= judge_control_rate <= 1:
+            raise SettingsError(f"judge_control_rate must be in [0, 1], got "
+                                f"{judge_control_rate}")
+        if judge_max_attempts < 1:
+            raise SettingsError(f"judge_max_attempts must be >= 1, got {judge_max_attempts}")
         self.reserve = reserve
         self.retriever: Retriever | None = None
         self._owns_retriever = False

@@ -105,9 +105,9 @@ class FalseNegativeJudge:
     def __init__(self, serving: LLMServing, seed: int = 0, max_attempts: int = 2,
                  max_doc_tokens: int | None = None, control_rate: float = 0.1) -> None:
         if not 0 <= control_rate <= 1:
-            raise SettingsError(f"judge_control_rate must be in [0, 1], got {control_rate}")
+            raise SettingsError(f"control_rate must be in [0, 1], got {control_rate}")
         if max_attempts < 1:
-            raise SettingsError(f"judge_max_attempts must be >= 1, got {max_attempts}")
+            raise SettingsError(f"max_attempts must be >= 1, got {max_attempts}")
         self.serving = serving
         self.seed = seed
         self.max_attempts = max_attempts
