@@ -144,10 +144,9 @@ def test_bm25hardneg_with_a_judge_drops_answering_negatives(tmp_path: Path) -> N
     (tmp_path / "in.json").write_text(json.dumps(rows))
     storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "c"))
     serving = Oracle()
-    # The default margin would skip doc4 and doc5 already (they outscore the positive):
-    # without it, the judge must catch them.
-    op = BM25HardNeg(retriever="gensim", num_neg=2, judge=serving, judge_control_rate=1.0,
-                     max_score_ratio=None)
+    # A margin would skip doc4 and doc5 already (they outscore the positive): without it,
+    # the judge must catch them.
+    op = BM25HardNeg(retriever="gensim", num_neg=2, judge=serving, judge_control_rate=1.0)
     op.run(storage.step(), input_id_key="id")
     out = storage.step().read("dict")
     first = out[0]
@@ -161,16 +160,16 @@ def test_bm25hardneg_with_a_judge_drops_answering_negatives(tmp_path: Path) -> N
     assert stats["judge_calls"] == sum(len(r["hardneg_judged"]) for r in out) + len(rows)
     # the same rows through the NegativeJudge operator, from BM25HardNeg's reserve
     storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "d"))
-    BM25HardNeg(retriever="gensim", num_neg=2, reserve=4, max_score_ratio=None).run(
-        storage.step(), input_id_key="id")
+    BM25HardNeg(retriever="gensim", num_neg=2, reserve=4).run(storage.step(),
+                                                              input_id_key="id")
     judge_op = NegativeJudge(Oracle(), control_rate=0.0)
     judge_op.run(storage.step())
     again = storage.step().read("dict")
     assert [r["hard_negatives_ids"] for r in again] == [r["hard_negatives_ids"] for r in out]
     assert again[0]["hardneg_control"] is None and judge_op.stats["judge_dropped"] >= 2
-    # with the default margin, the copies of the answer never reach the judge
+    # with the recommended margin, the copies of the answer never reach the judge
     storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "e"))
-    margin = BM25HardNeg(retriever="gensim", num_neg=2, judge=Oracle())
+    margin = BM25HardNeg(retriever="gensim", num_neg=2, judge=Oracle(), max_score_ratio=0.95)
     margin.run(storage.step(), input_id_key="id")
     first = storage.step().read("dict")[0]
     assert not {"doc4", "doc5"} & {j["id"] for j in first["hardneg_judged"]}

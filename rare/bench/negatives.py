@@ -60,7 +60,7 @@ class Variant:
         return ", ".join(parts) or "top-k"
 
 
-#: the margin BM25HardNeg uses by default (see its DEFAULT_MAX_SCORE_RATIO)
+#: the margin recommended for BM25HardNeg (its RECOMMENDED_MAX_SCORE_RATIO)
 RATIO = 0.95
 
 #: what ``rare bench`` compares, for speed and for false negatives: plain top-k, a window,

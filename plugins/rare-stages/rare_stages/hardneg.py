@@ -22,11 +22,14 @@ from rare_stages.judge import (
 
 log = logging.getLogger(__name__)
 
-#: Skip candidates scoring above 95% of the positive's own score. Measured on CACM and
-#: STARD (README, "Hard negatives"): it cuts the false negatives of plain top-k by about
-#: three quarters while 94% and 99% of the pairs keep all their negatives, and the
-#: negatives stay hard (median score 0.93 of the positive's).
-DEFAULT_MAX_SCORE_RATIO = 0.95
+#: The margin to use on a real corpus: skip candidates scoring above 95% of the positive's
+#: own score. Measured on CACM and STARD (README, "Hard negatives worth training on"), it
+#: cuts the false negatives of plain top-k by about three quarters while 94% and 99% of the
+#: pairs keep all their negatives, and the negatives stay hard (median score 0.93 of the
+#: positive's). Not the default: on a corpus of a few dozen documents (the reference's
+#: example is 10 overlapping chunks) few documents score below the positive, and most rows
+#: would come up short.
+RECOMMENDED_MAX_SCORE_RATIO = 0.95
 
 
 def resolve_retriever(retriever: str | Retriever | None,
@@ -52,8 +55,8 @@ class BM25HardNeg(Operator):
     Which candidates become negatives (see :meth:`rare.Retriever.mine`): the rank window
     ``start_rank``..``end_rank``, ``sampling`` ``"top"`` or ``"random"`` (seeded by
     ``seed``), and a margin against the positive's own score: ``max_score_ratio`` (skip a
-    candidate scoring above that fraction of it; 0.95 by default, None turns it off, 1.0
-    keeps only candidates scoring at most the positive's score) and ``min_score_gap``
+    candidate scoring above that fraction of it; 0.95 is the value to use on a real corpus,
+    see :data:`RECOMMENDED_MAX_SCORE_RATIO`; off by default) and ``min_score_gap``
     (skip one scoring less than that far below it). ``judge`` (an LLM serving, or True for
     the pipeline's) asks the teacher whether each negative in fact answers the question;
     one that does is dropped and replaced from the next ``judge_reserve`` candidates (see
@@ -74,7 +77,7 @@ class BM25HardNeg(Operator):
                  retriever_options: dict[str, Any] | None = None,
                  threads: int | None = None, end_rank: int | None = None,
                  sampling: str = "top", seed: int = 0,
-                 max_score_ratio: float | None = DEFAULT_MAX_SCORE_RATIO,
+                 max_score_ratio: float | None = None,
                  min_score_gap: float | None = None, depth: int | None = None, reserve: int = 0,
                  judge: LLMServing | bool = False, llm_serving: LLMServing | None = None,
                  judge_reserve: int | None = None, judge_control_rate: float = 0.1,
