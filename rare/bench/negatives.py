@@ -166,7 +166,7 @@ def measure_negatives(retriever: Retriever, pairs: Pairs, variants: Sequence[Var
                                               variant.name)
         fn = sum(1 for qid, negs in zip(pairs.qids, negatives)
                  for doc in negs if pairs.qrels[qid].get(doc, 0) > 0)
-        ratios = []
+        ratios: list[float] = []
         for negs, ids, scores, positive in zip(negatives, result, result.scores,
                                                result.positive_scores):
             if positive:

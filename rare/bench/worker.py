@@ -83,13 +83,17 @@ def mining_options(retriever: Any, job: Job, data: Dataset) -> dict[str, Any]:
     from rare.bench.negatives import DEFAULT_VARIANTS, make_pairs, measure_negatives
 
     n = len(data.queries)
-    speed = {}
+    speed: dict[str, dict[str, Any]] = {}
     usable = []
     for variant in DEFAULT_VARIANTS:
+        settings = variant.mine_settings()
+
+        def mine(settings: dict[str, Any] = settings) -> Any:
+            return retriever.mine(data.queries, data.positives, job.num_neg,
+                                  threads=job.threads, **settings)
+
         try:
-            seconds, cpu, result = timed(job.repeat, lambda v=variant: retriever.mine(
-                data.queries, data.positives, job.num_neg, threads=job.threads,
-                **v.mine_settings()))
+            seconds, cpu, result = timed(job.repeat, mine)
         except RareError as exc:  # e.g. a margin on a backend that cannot score a text
             speed[variant.name] = {"settings": variant.describe(), "error": str(exc)}
             continue
