@@ -47,8 +47,8 @@ class Variant:
     def describe(self) -> str:
         parts = []
         if self.start_rank or self.end_rank is not None:
-            end = "" if self.end_rank is None else self.end_rank
-            parts.append(f"window {self.start_rank}..{end}")
+            end = "" if self.end_rank is None else f"-{self.end_rank - 1}"
+            parts.append(f"ranks {self.start_rank}{end or '+'}")
         if self.sampling != "top":
             parts.append(f"{self.sampling} (seed {self.seed})")
         if self.max_score_ratio is not None:
