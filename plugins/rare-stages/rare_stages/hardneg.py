@@ -252,13 +252,18 @@ class BM25HardNeg(Operator):
         skipped = dict.fromkeys(SKIP_REASONS, 0)
         if todo:
             pool = self.pool_size()
+            # Only the options in use are passed: a third party's mine() written before
+            # them keeps working as long as they are not asked for.
+            options: dict[str, Any] = {
+                key: value for key, value, default in (
+                    ("end_rank", self.run_end_rank, None),
+                    ("sampling", self.run_sampling, "top"), ("seed", self.run_seed, 0),
+                    ("max_score_ratio", self.run_ratio, None),
+                    ("min_score_gap", self.run_gap, None)) if value != default}
             result = retriever.mine([questions[i] or "" for i in todo], [ids[i] for i in todo],
                                     pool, start_rank=self.run_start_rank,
                                     threads=self.threads, depth=self.depth,
-                                    positive_texts=[texts[i] for i in todo],
-                                    end_rank=self.run_end_rank, sampling=self.run_sampling,
-                                    seed=self.run_seed, max_score_ratio=self.run_ratio,
-                                    min_score_gap=self.run_gap)
+                                    positive_texts=[texts[i] for i in todo], **options)
             skipped = result.skipped
             self._not_indexed += sum(1 for flag in result.positive_in_index if flag is False)
             wanted = sorted({d for neg in result for d in neg})
