@@ -36,6 +36,24 @@ def _print_stage(report: StageReport) -> None:
                f"{s.get('seconds', 0):.1f} s -> {report.output}", err=True)
 
 
+def _negative_lines(stage: StageReport) -> list[str]:
+    """A mining stage's skipped candidates and its judge's work, when it reports them."""
+    s, lines = stage.stats, []
+    reasons = [("same_id", "same id"), ("near_duplicate", "near-duplicate"),
+               ("above_margin", "above the margin"), ("outside_window", "outside the window")]
+    if any(f"skipped_{key}" in s for key, _ in reasons):
+        counts = ", ".join(f"{label} {s.get(f'skipped_{key}', 0)}" for key, label in reasons)
+        lines.append(f"  {stage.name} skipped candidates: {counts}")
+    if "judge_calls" in s:
+        control = s.get("judge_control", 0)
+        lines.append(f"  {stage.name} judge: {s['judge_calls']} questions, "
+                     f"{s.get('judge_dropped', 0)} negatives dropped as answering, "
+                     f"{s.get('judge_failed', 0)} unanswered; control: "
+                     f"{s.get('judge_control_no', 0)} of {control} positives judged "
+                     "not to answer")
+    return lines
+
+
 def print_summary(report: RunReport) -> None:
     click.echo("")
     click.echo(f"rare run: {report.input} -> {report.output}")
@@ -46,6 +64,9 @@ def print_summary(report: RunReport) -> None:
         s = stage.stats
         click.echo(f"  {stage.name:<16}{s.get('rows_out', 0):>6}{s.get('failed', 0):>8}"
                    f"{s.get('tokens', 0):>10}{s.get('seconds', 0.0):>10.1f}")
+    for stage in report.stages:
+        for line in _negative_lines(stage):
+            click.echo(line)
     usage = report.usage
     if usage:
         click.echo(f"  LLM calls {usage.get('calls', 0)}, prompt tokens "
@@ -314,11 +335,14 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Measure every backend in this process (no per-backend peak memory).")
 @click.option("--timeout", type=float, default=1800, show_default=True,
               help="Seconds one backend at one thread count may take.")
+@click.option("--no-negatives", is_flag=True,
+              help="Skip the mining options' speed and the false-negative table.")
 def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
           references: str, k: int, threads: str, k1: float, b: float, num_neg: int,
           max_docs: int | None, max_queries: int | None, id_field: str | None,
           text_field: str | None, title_field: str | None, repeat: int, language: str,
-          min_overlap: float, out: str, in_process: bool, timeout: float) -> None:
+          min_overlap: float, out: str, in_process: bool, timeout: float,
+          no_negatives: bool) -> None:
     """Hard-negative mining speed of BM25 backends side by side, after checking that they
     agree (top-10 overlap) and how good they are (nDCG@10, recall@k against the qrels)."""
     from rare.bench import BenchConfig, DataSpec, run_bench
@@ -344,7 +368,7 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
             backends=backend_names, threads=thread_counts, references=_names(references),
             k=k, k1=k1, b=b, num_neg=num_neg, repeat=repeat, out=out,
             min_overlap=min_overlap, timeout=timeout, in_process=in_process,
-            language=language)
+            language=language, negatives=not no_negatives)
         run_bench(config, echo=click.echo,
                   progress=lambda line: click.echo(line, err=True))
     except RareError as exc:

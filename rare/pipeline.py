@@ -81,6 +81,16 @@ def _takes(cls: type, param: str) -> bool:
         return False
 
 
+def _wants_llm(cls: type, step: Step) -> bool:
+    """Whether a step needs the pipeline's serving: its constructor takes ``llm_serving``,
+    unless the class's ``wants_llm(init)`` says its settings do not use it (BM25HardNeg
+    takes one only to judge its negatives)."""
+    if not _takes(cls, "llm_serving"):
+        return False
+    wants = getattr(cls, "wants_llm", None)
+    return bool(wants(step.init)) if callable(wants) else True
+
+
 class Pipeline:
     """Operators run one after another over a file.
 
@@ -139,7 +149,7 @@ class Pipeline:
                            supplied={"storage"})
 
     def needs_llm(self) -> bool:
-        return any(_takes(c, "llm_serving") for c in self.classes)
+        return any(_wants_llm(c, s) for c, s in zip(self.classes, self.steps))
 
     def build(self, cls: type[Operator], step: Step) -> Operator:
         kwargs = dict(step.init)

@@ -87,6 +87,19 @@ def test_bench_on_cacm_writes_every_field_and_checks_quality_first(tmp_path: Pat
         assert overlap["tantivy"]["pyserini"] >= 0.95
     png = tmp_path / (report_path.stem + ".png")
     assert png.exists() or "matplotlib is not installed" in out
+    # the mining options' speed, then the false-negative table, after the speed table
+    assert out.index("Speed") < out.index("Mining options") < out.index("False negatives")
+    for run in report["runs"]:
+        options = run["mining_options"]
+        assert list(options) == ["top-k", "window", "random", "margin", "window+margin"]
+        assert all(o["qps"] > 0 for o in options.values())
+        assert options["margin"]["skipped"]["above_margin"] > 0
+        negatives = run["negatives"]
+        assert (negatives["pairs"], negatives["queries"]) == (738, 49)
+        rates = {v["variant"]: v for v in negatives["variants"]}
+        assert rates["top-k"]["fn_rate"] > 0.5 and rates["top-k"]["full_share"] == 1.0
+        assert rates["margin"]["fn_rate"] <= rates["top-k"]["fn_rate"] / 2
+        assert rates["margin"]["full_share"] >= 0.9
 
 
 class LuceneLike(Retriever):

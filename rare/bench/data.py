@@ -241,3 +241,4 @@ class BenchConfig:
     timeout: float = 1800.0
     in_process: bool = False
     language: str = "en"
+    negatives: bool = True  # time the mining options, measure false negatives

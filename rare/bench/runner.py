@@ -14,7 +14,13 @@ from typing import Any
 from rare.bench.backends import check_backends, check_languages
 from rare.bench.chart import write_chart
 from rare.bench.data import BenchConfig, load_dataset
-from rare.bench.report import build_report, load_average, print_quality, print_speed
+from rare.bench.report import (
+    build_report,
+    load_average,
+    print_mining_options,
+    print_quality,
+    print_speed,
+)
 from rare.bench.worker import Job, measure, run_worker
 from rare.errors import RareError
 from rare.text import check_language
@@ -53,7 +59,7 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     if not config.in_process:
         data.texts = []  # the workers load their own copy; this one only checked the input
     jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat,
-                language=config.language)
+                language=config.language, negatives=config.negatives)
             for t in config.threads for name in names]  # interleaved: load drifts alike
     results: list[dict[str, Any]] = []
     for i, job in enumerate(jobs, 1):
@@ -79,6 +85,7 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     report["machine"]["load_average_after"] = load_average()
     print_quality(report, echo)
     print_speed(report, echo)
+    print_mining_options(report, echo)
     if config.out:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)

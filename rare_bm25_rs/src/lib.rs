@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod cjk;
 pub mod error;
 pub mod index;
+pub mod mining;
 pub mod neardup;
 pub mod porter;
 pub mod scoring;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 use crate::analysis::Analyzer;
 use crate::error::{Error, ErrorKind};
 use crate::index::{Bm25Index, MineRequest, Options, Pruning, Scorer};
+use crate::mining::{Margin, Plan, Sampling};
 use crate::neardup::NearDupRule;
 
 create_exception!(
@@ -70,6 +72,16 @@ fn positive(name: &str, value: i64) -> PyResult<usize> {
     }
     usize::try_from(value).map_err(|_| to_py(Error::invalid(format!("{name} is too large"))))
 }
+
+/// What `Bm25Index.mine` returns (see there).
+type MineOutput = (
+    Vec<Vec<String>>,
+    Vec<Vec<f32>>,
+    Vec<Vec<usize>>,
+    Vec<Option<f32>>,
+    Vec<bool>,
+    (u64, u64, u64, u64),
+);
 
 fn threads(value: Option<i64>) -> PyResult<usize> {
     match value {
@@ -163,9 +175,12 @@ impl PyBm25Index {
         detached(py, || self.inner.get_texts(&ids, threads))
     }
 
-    /// Returns `(negatives, scores)`, one list per query.
+    /// Returns `(negatives, scores, ranks, positive_scores, positive_in_index, skipped)`:
+    /// the first three one list per query, then one value per query, and the skipped
+    /// candidates of the whole batch as `(same_id, near_duplicate, above_margin,
+    /// outside_window)`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[pyo3(signature = (queries, positive_ids, num_neg, start_rank=0, threads=None, depth=None, positive_texts=None, near_duplicate=None))]
+    #[pyo3(signature = (queries, positive_ids, num_neg, start_rank=0, threads=None, depth=None, positive_texts=None, near_duplicate=None, end_rank=None, sampling="top", seed=0, max_score_ratio=None, min_score_gap=None))]
     fn mine(
         &self,
         py: Python<'_>,
@@ -177,7 +192,12 @@ impl PyBm25Index {
         depth: Option<i64>,
         positive_texts: Option<Vec<Option<String>>>,
         near_duplicate: Option<(i64, i64, f64)>,
-    ) -> PyResult<(Vec<Vec<String>>, Vec<Vec<f32>>)> {
+        end_rank: Option<i64>,
+        sampling: &str,
+        seed: u64,
+        max_score_ratio: Option<f64>,
+        min_score_gap: Option<f64>,
+    ) -> PyResult<MineOutput> {
         let num_neg = positive("num_neg", num_neg)?;
         if start_rank < 0 {
             return Err(to_py(Error::invalid(format!(
@@ -185,9 +205,38 @@ impl PyBm25Index {
             ))));
         }
         let start_rank = start_rank as usize;
+        let end_rank = match end_rank {
+            None => None,
+            Some(e) if e <= start_rank as i64 => {
+                return Err(to_py(Error::invalid(format!(
+                    "end_rank must be > start_rank (the window is candidate ranks \
+                     start_rank to end_rank - 1), got start_rank={start_rank}, end_rank={e}"
+                ))))
+            }
+            Some(e) => Some(e as usize),
+        };
+        let sampling = match sampling {
+            "top" => Sampling::Top,
+            "random" => Sampling::Random { seed },
+            other => {
+                return Err(to_py(Error::invalid(format!(
+                    "sampling must be 'top' or 'random', got {other:?}"
+                ))))
+            }
+        };
+        let plan = Plan {
+            num_neg,
+            start_rank,
+            end_rank,
+            sampling,
+            margin: Margin {
+                max_score_ratio,
+                min_score_gap,
+            },
+        };
         let depth = match depth {
-            None | Some(0) => 50.max(4 * (start_rank + num_neg)),
-            Some(d) => positive("depth", d)?,
+            None | Some(0) => plan.default_depth(),
+            Some(d) => Some(positive("depth", d)?),
         };
         let rule = match near_duplicate {
             None => None,
@@ -202,15 +251,43 @@ impl PyBm25Index {
             let req = MineRequest {
                 queries: &queries,
                 positive_ids: &positive_ids,
-                num_neg,
-                start_rank,
+                plan,
                 depth,
                 positive_texts: positive_texts.as_deref(),
                 rule,
             };
             self.inner.mine(&req, threads)
         })?;
-        Ok(mined.into_iter().map(|m| (m.ids, m.scores)).unzip())
+        let mut out = MineOutput::default();
+        let mut skipped = mining::Skipped::default();
+        for m in mined {
+            out.0.push(m.ids);
+            out.1.push(m.scores);
+            out.2.push(m.ranks);
+            out.3.push(m.positive_score);
+            out.4.push(m.positive_in_index);
+            skipped += m.skipped;
+        }
+        out.5 = (
+            skipped.same_id,
+            skipped.near_duplicate,
+            skipped.above_margin,
+            skipped.outside_window,
+        );
+        Ok(out)
+    }
+
+    /// The score each text would get for its query as a document of this index.
+    #[pyo3(signature = (queries, texts, threads=None))]
+    fn score_texts(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        texts: Vec<String>,
+        threads: Option<i64>,
+    ) -> PyResult<Vec<f32>> {
+        let threads = self::threads(threads)?;
+        detached(py, || self.inner.score_texts(&queries, &texts, threads))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {

@@ -6,6 +6,7 @@ a plain, readable computation of Lucene's BM25.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ class GensimRetriever(Retriever):
         self._committed = 0
         self._dictionary: Any = None
         self._weights: Any = None  # terms x docs, CSR
+        self._model: Any = None
 
     @property
     def analyzer_name(self) -> str | None:
@@ -69,7 +71,7 @@ class GensimRetriever(Retriever):
     def close(self) -> None:
         """Drop the documents, their tokens and the BM25 matrix."""
         self._ids, self._texts, self._tokens = [], {}, []
-        self._dictionary = self._weights = None
+        self._dictionary = self._weights = self._model = None
         self._committed = 0
         super().close()
 
@@ -105,6 +107,7 @@ class GensimRetriever(Retriever):
                              num_docs=len(bows), dtype=np.float64)
         self._dictionary = dictionary
         self._weights = weights.tocsr()
+        self._model = model
         self._committed = len(self._ids)
 
     def __len__(self) -> int:
@@ -114,6 +117,31 @@ class GensimRetriever(Retriever):
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
         self._check_open()
         return [self._texts.get(str(doc_id)) for doc_id in ids]
+
+    def score_texts(self, queries: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Each text's score for its query as a document of this index (exact lengths, as
+        gensim scores the indexed ones)."""
+        self._check_open()
+        if len(queries) != len(texts):
+            raise RetrieverError(f"score_texts() got {len(queries)} queries but "
+                                 f"{len(texts)} texts")
+        if self._committed != len(self._ids) or self._weights is None:
+            self.commit()
+        dictionary, model = self._dictionary, self._model
+        if not len(dictionary):
+            return [0.0] * len(queries)
+        out = []
+        for query, text in zip(queries, texts):
+            tokens = self.analyzer(text)
+            counts = Counter(tokens)
+            norm = self.k1 * (1 - self.b + self.b * len(tokens) / model.avgdl)
+            score = 0.0
+            for term_id, count in dictionary.doc2bow(self.analyzer(query)):
+                tf = counts.get(dictionary[term_id], 0)
+                if tf:
+                    score += count * model.idfs[term_id] * tf / (tf + norm)
+            out.append(score)
+        return out
 
     def search_batch(self, queries: Sequence[str], k: int,
                      threads: int | None = None) -> list[Hits]:

@@ -207,6 +207,9 @@ _CLASS_NAMES = {
     "BagOfWordsQueryGenerator": "io.anserini.search.query.BagOfWordsQueryGenerator",
     "ScoredDocs": "io.anserini.search.ScoredDocs",
     "IndexReaderUtils": "io.anserini.index.IndexReaderUtils",
+    "AnalyzerUtils": "io.anserini.analysis.AnalyzerUtils",
+    "Term": "org.apache.lucene.index.Term",
+    "SmallFloat": "org.apache.lucene.util.SmallFloat",
 }
 
 

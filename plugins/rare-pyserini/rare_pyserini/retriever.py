@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -488,7 +489,63 @@ class PyseriniRetriever(Retriever):
             lucene_ids[doc_id] = hit["doc"]
         return hits
 
-    # -- mining ----------------------------------------------------------------------------
+    # -- scoring a text --------------------------------------------------------------------
+    def score_texts(self, queries: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Each text's score for its query as a document of this index, as Lucene's
+        BM25Similarity scores an indexed one: the index's document count, document
+        frequencies and average length, the text's length rounded to Lucene's one-byte
+        norm, each query term weighted by how often the query repeats it."""
+        if len(queries) != len(texts):
+            raise RetrieverError(f"score_texts() got {len(queries)} queries but "
+                                 f"{len(texts)} texts")
+        _jvm.thread_state()
+        with self._lock:
+            self._check_open()
+            if self._pending:
+                self.commit()
+            reader = self._reader
+            if reader is None:
+                return [0.0] * len(queries)
+            j = self._java
+            stats = self._searcher().collectionStatistics(CONTENTS)
+            if stats is None:
+                return [0.0] * len(queries)
+            doc_count = int(stats.docCount())
+            avgdl = float(stats.sumTotalTermFreq()) / doc_count
+            analyze = j.AnalyzerUtils.analyze
+            df_cache: dict[str, int] = {}
+            out = []
+            for query, text in zip(queries, texts):
+                tokens = list(analyze(self._analyzer, text))
+                if not tokens:
+                    out.append(0.0)
+                    continue
+                # (no Java call nested in another's arguments: see _search_one)
+                code = j.SmallFloat.intToByte4(len(tokens))
+                length = int(j.SmallFloat.byte4ToInt(code))
+                norm = self.k1 * ((1 - self.b) + self.b * length / avgdl)
+                counts: dict[str, int] = {}
+                for term in analyze(self._analyzer, query):
+                    counts[term] = counts.get(term, 0) + 1
+                freqs: dict[str, int] = {}
+                for token in tokens:
+                    freqs[token] = freqs.get(token, 0) + 1
+                score = 0.0
+                for term, count in counts.items():
+                    tf = freqs.get(term)
+                    if not tf:
+                        continue
+                    df = df_cache.get(term)
+                    if df is None:
+                        lucene_term = j.Term(CONTENTS, term)
+                        df = df_cache[term] = int(reader.docFreq(lucene_term))
+                    if df == 0:
+                        continue
+                    idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
+                    score += count * idf * tf / (tf + norm)
+                out.append(score)
+            return out
+
 
     # -- stored texts ----------------------------------------------------------------------
     def _lucene_docid(self, doc_id: str) -> int:

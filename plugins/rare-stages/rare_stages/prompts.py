@@ -53,6 +53,38 @@ Work through the question step by step:
 
 DOCUMENT_BLOCK = "[Document {label}]\n{text}"
 
+# -- the false-negative judge (NegativeJudge, BM25HardNeg(judge=...)) ----------------------
+JUDGE_SYSTEM = (
+    "You check training data for a search engine. You decide whether a single document, "
+    "read on its own, holds what is needed to answer a question. Judge only by what the "
+    "document says, never by what you know yourself."
+)
+
+JUDGE_USER = """Question:
+{question}
+
+Document:
+<<<
+{document}
+>>>
+
+Could a careful reader answer the question, or its main point, from this document alone, with no other source?
+- "no": the document is only on a related topic, lacks the key facts, or would need other sources. Most documents that merely share words with the question are "no".
+- "yes": the document itself states the facts, rule or explanation the answer rests on.
+
+First give your reason in one short sentence, then the verdict. Answer with a JSON object and nothing else: {{"reason": "...", "verdict": "no" or "yes"}}"""
+
+# The reason comes first, so that the verdict follows from it rather than the reverse.
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string", "maxLength": 300},
+        "verdict": {"type": "string", "enum": ["no", "yes"]},
+    },
+    "required": ["reason", "verdict"],
+}
+
+
 # -- Chinese ------------------------------------------------------------------------------
 DOC2QUERY_SYSTEM_ZH = (
     "你为各领域的专家出高难度的考题。好的题目要求答题人把几方面的知识结合起来、分几步推理；"

@@ -62,7 +62,22 @@ class Bm25Index:
         depth: int | None = None,
         positive_texts: list[str | None] | None = None,
         near_duplicate: tuple[int, int, float] | None = None,
-    ) -> tuple[list[list[str]], list[list[float]]]: ...
+        end_rank: int | None = None,
+        sampling: str = "top",
+        seed: int = 0,
+        max_score_ratio: float | None = None,
+        min_score_gap: float | None = None,
+    ) -> tuple[
+        list[list[str]],
+        list[list[float]],
+        list[list[int]],
+        list[float | None],
+        list[bool],
+        tuple[int, int, int, int],
+    ]: ...
+    def score_texts(
+        self, queries: list[str], texts: list[str], threads: int | None = None
+    ) -> list[float]: ...
     def __len__(self) -> int: ...
 
 def analyze(text: str, analyzer: str = "lucene") -> list[str]: ...

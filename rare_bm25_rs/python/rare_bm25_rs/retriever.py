@@ -13,7 +13,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rare.errors import RetrieverError, SettingsError
-from rare.retriever import Hits, MineResult, Retriever, check_mine_args, default_threads
+from rare.retriever import (
+    SKIP_REASONS,
+    Hits,
+    MineResult,
+    Retriever,
+    check_mine_args,
+    default_threads,
+)
 from rare.text import NearDuplicateRule
 from rare_bm25_rs import _native
 
@@ -199,18 +206,34 @@ class TantivyRetriever(Retriever):
         with _translated():
             return len(self._index)
 
+    def score_texts(self, queries: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Each text's score for its query as a document of this index, in Rust (the
+        text's length rounded to a one-byte fieldnorm, as an indexed document's is)."""
+        queries, texts = _strings(queries, "queries"), _strings(texts, "texts")
+        if len(queries) != len(texts):
+            raise TantivyError(f"score_texts() got {len(queries)} queries but "
+                               f"{len(texts)} texts")
+        with _translated():
+            return self._index.score_texts(queries, texts)
+
     def mine(self, queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
              start_rank: int = 0, threads: int | None = None, depth: int | None = None,
-             positive_texts: Sequence[str | None] | None = None) -> MineResult:
+             positive_texts: Sequence[str | None] | None = None, *,
+             end_rank: int | None = None, sampling: str = "top", seed: int = 0,
+             max_score_ratio: float | None = None,
+             min_score_gap: float | None = None) -> MineResult:
         """Hard negatives for every query, as :meth:`rare.Retriever.mine`, all in Rust.
 
-        The whole batch runs without the GIL: search to ``depth``, drop the positive (by id
-        and by the near-duplicate rule), skip ``start_rank``, keep ``num_neg``.
+        The whole batch runs without the GIL: search (a short search first, four times
+        deeper each time a query runs out, up to ``depth``), drop the positive (by id and
+        by the near-duplicate rule), apply the window and the margin, keep the top
+        ``num_neg`` or draw them.
         """
         queries = _strings(queries, "queries")
         positive_ids = _strings(positive_ids, "positive_ids")
         try:
-            check_mine_args(queries, positive_ids, num_neg, start_rank)
+            check_mine_args(queries, positive_ids, num_neg, start_rank, end_rank, sampling,
+                            max_score_ratio, min_score_gap)
         except RetrieverError as exc:
             raise TantivyError(str(exc)) from None
         texts = None
@@ -225,12 +248,19 @@ class TantivyRetriever(Retriever):
         rule = self.near_duplicate
         rule_args = None if rule is None else (rule.ngram, rule.min_shared, rule.min_fraction)
         with _translated():
-            negatives, scores = self._index.mine(
+            negatives, scores, ranks, pos_scores, in_index, skipped = self._index.mine(
                 queries, positive_ids, num_neg, start_rank=start_rank,
-                threads=_threads(threads), depth=depth, positive_texts=texts,
-                near_duplicate=rule_args,
+                threads=_threads(threads),
+                depth=depth,
+                positive_texts=texts, near_duplicate=rule_args, end_rank=end_rank,
+                sampling=sampling, seed=seed & _MASK64, max_score_ratio=max_score_ratio,
+                min_score_gap=min_score_gap,
             )
-        return MineResult(negatives, scores, num_neg)
+        return MineResult(negatives, scores, num_neg, ranks=ranks, positive_scores=pos_scores,
+                          positive_in_index=in_index, skipped=dict(zip(SKIP_REASONS, skipped)))
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def _threads(threads: int | None) -> int:
