@@ -20,11 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rare.cache import Journal
-
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.errors import SettingsError
 from rare.formats import Records
+from rare.llm import Journal
 from rare_stages.common import Tally, generate_with_retries, parse_json_object, seeded_int
 from rare_stages.prompts import JUDGE_SCHEMA, JUDGE_SYSTEM, JUDGE_USER
 
