@@ -63,6 +63,18 @@ def print_summary(report: RunReport) -> None:
     if report.row_failures:
         reasons = ", ".join(f"{k}: {v}" for k, v in report.row_failures.most_common())
         click.echo(f"  failed rows by reason: {reasons}")
+    if report.row_warnings:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report.row_warnings.most_common())
+        click.echo(f"  rows kept with a warning: {reasons}")
+    for stage in report.stages:
+        s = stage.stats
+        if s.get("judged") or s.get("samples"):
+            judged, grounded, samples = s.get("judged", 0), s.get("grounded", 0), \
+                s.get("samples", 0)
+            share = f" ({100 * grounded / judged:.0f}%)" if judged else ""
+            per_row = f", {samples / judged:.1f} per reply kept" if judged else ""
+            click.echo(f"  {stage.name}: grounded {grounded} of {judged}{share}, "
+                       f"samples {samples}{per_row}")
     click.echo(f"  total {report.seconds:.1f} s")
 
 
@@ -93,6 +105,12 @@ def cli(verbose: bool) -> None:
 @click.option("--batch-size", type=int,
               help="Rows read, transformed and written at a time (default: 1024, or "
                    "$RARE_BATCH_SIZE).")
+@click.option("--max-samples", type=int,
+              help="ReasonDistill: replies asked for per row until one is grounded "
+                   "(default: 4).")
+@click.option("--no-grounding", is_flag=True,
+              help="ReasonDistill: keep the first reply, grounded or not (no rejection "
+                   "sampling).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
 @click.option("--response-cache", "response_cache",
               help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
@@ -101,7 +119,8 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
-        cache_dir: str | None, cache_type: str | None, batch_size: int | None, no_cache: bool,
+        cache_dir: str | None, cache_type: str | None, batch_size: int | None,
+        max_samples: int | None, no_grounding: bool, no_cache: bool,
         response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
@@ -138,6 +157,12 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         else:
             steps = rare_steps(text_key or pipe.get("text_key", "text"),
                                num_neg or pipe.get("num_neg", 3))
+        for step in steps:
+            if step.operator in ("ReasonDistill", "RAREReasonDistillGenerator"):
+                if max_samples is not None:
+                    step.init["max_samples"] = max_samples
+                if no_grounding:
+                    step.init["grounding"] = False
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
                             retriever=retriever_name, retriever_options=retriever_opts,
                             batch_size=batch_size or pipe.get("batch_size"))

@@ -33,8 +33,9 @@ class BM25HardNeg(Operator):
     retriever. Pass a retriever that already holds a corpus (for example one opened from a
     saved index) with ``index_rows=False`` to mine from that corpus instead.
     ``hard_negatives`` holds the negatives' texts and ``hard_negatives_ids`` their ids;
-    ``hardneg_shortfall`` counts the negatives a row is missing. A retriever this operator
-    created is closed when the step ends; one passed in is left open.
+    ``hardneg_shortfall`` counts the negatives a row is missing, and ``hardneg_warning``
+    says so (a warning, not a failure: the row keeps what was found and goes on). A
+    retriever this operator created is closed when the step ends; one passed in is left open.
     """
 
     def __init__(self, retriever: str | Retriever | None = None, num_neg: int = 3,
@@ -144,6 +145,7 @@ class BM25HardNeg(Operator):
         negatives: list[list[str] | None] = [None] * n
         negative_ids: list[list[str] | None] = [None] * n
         shortfall: list[int | None] = [None] * n
+        warnings: list[str | None] = [None] * n
         if todo:
             result = retriever.mine([questions[i] or "" for i in todo], [ids[i] for i in todo],
                                     num_neg, start_rank=self.run_start_rank,
@@ -162,7 +164,8 @@ class BM25HardNeg(Operator):
                     lost = len(result[j]) - len(kept)
                     why = (f"; {lost} had no stored text" if lost else
                            " (too few lexically close documents)")
-                    errors[i] = f"shortfall: found {len(kept)} of {num_neg} hard negatives{why}"
+                    warnings[i] = (f"shortfall: found {len(kept)} of {num_neg} hard "
+                                   f"negatives{why}")
         short = sum(1 for s in shortfall if s)
         self._short += short
         for i, row in enumerate(rows):
@@ -170,6 +173,7 @@ class BM25HardNeg(Operator):
             row[self.output_ids_key] = negative_ids[i]
             row["hardneg_shortfall"] = shortfall[i]
             row["hardneg_error"] = errors[i]
+            row["hardneg_warning"] = warnings[i]
         self.stats = self.tally.add(failed=sum(e is not None for e in errors), short=short)
         self.stats["retriever"] = retriever.name or type(retriever).__name__
         return rows

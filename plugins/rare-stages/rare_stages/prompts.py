@@ -1,5 +1,7 @@
 """The prompts of the LLM stages. Written for rare-synth; kept short so small models cope."""
 
+from __future__ import annotations
+
 DOC2QUERY_SYSTEM = (
     "You design hard exam questions for experts. A good question forces the reader to "
     "combine several pieces of knowledge and reason in steps; it is never a trivia lookup."
@@ -41,6 +43,16 @@ The following {count} documents were retrieved for this question. Only some of t
 Work through the question step by step:
 1. For each document, say in one sentence whether it helps with the question and why.
 2. Reason from the helpful document(s) to an answer, citing them as [Document N].
-3. End with a final line that starts with "Answer:"."""
+3. End with a final line that starts with "Answer:", gives the answer and names the document it rests on, for example "Answer: ... [Document 2]"."""
 
 DOCUMENT_BLOCK = "[Document {label}]\n{text}"
+
+
+def distill_messages(scenario: str, question: str,
+                     documents: list[str]) -> list[dict[str, str]]:
+    """The chat ReasonDistill sends: system, then the user prompt with the documents
+    labelled ``[Document 1]`` .. in the given order (as the teacher saw them)."""
+    blocks = [DOCUMENT_BLOCK.format(label=n, text=doc) for n, doc in enumerate(documents, 1)]
+    user = DISTILL_USER.format(scenario=scenario, question=question, count=len(documents),
+                               documents="\n\n".join(blocks))
+    return [{"role": "system", "content": DISTILL_SYSTEM}, {"role": "user", "content": user}]
