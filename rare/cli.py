@@ -21,6 +21,7 @@ from rare.pipeline import (
     rare_steps,
     steps_from_config,
 )
+from rare.runinfo import write_run_info
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -176,6 +177,7 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
                                   cache_path=cache_dir or pipe.get("cache_path", "./cache"),
                                   cache_type=cache_type or pipe.get("cache_type", "jsonl"),
                                   on_stage=_print_stage)
+            write_run_info(pipeline, report)
         except KeyboardInterrupt:
             if pipeline.serving is not None:
                 usage = pipeline.serving.usage
@@ -297,6 +299,55 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)
+
+
+@cli.command("export")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", required=True,
+              help="An exporter: sharegpt, alpaca, chat, triplets, ntuple, beir, hf (see "
+                   "`rare plugins`).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Directory to write (replaced only with --force).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--include-failed", is_flag=True,
+              help="Keep failed, ungrounded and wrong-answer rows (left out by default).")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Share of the kept rows for a validation split (seeded shuffle).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--name", default="rare", show_default=True,
+              help="Dataset name (LLaMA-Factory's dataset_info.json entry, the card's title).")
+@click.option("--text-key", help="Column of the documents' text (default: the run's).")
+@click.option("--push-to-hub", "push_to_hub", metavar="REPO",
+              help="With --format hf: push to this Hugging Face dataset repository; the "
+                   "token comes from $HF_TOKEN and is never written.")
+def export_cmd(source: str, fmt: str, out: str, force: bool, include_failed: bool,
+               val_fraction: float, seed: int, name: str, text_key: str | None,
+               push_to_hub: str | None) -> None:
+    """Turn a run's output (SOURCE) into what a trainer reads."""
+    import os
+
+    from rare.export import export
+
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    try:
+        result = export(source, fmt, out, force=force, include_failed=include_failed,
+                        val_fraction=val_fraction, seed=seed, name=name,
+                        push_to_hub=push_to_hub, token=token if push_to_hub else None,
+                        text_key=text_key)
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = result.counts
+    splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items()) or "no rows"
+    click.echo(f"rare export: {source} -> {result.out} ({fmt})")
+    click.echo(f"  rows {counts['rows']}, kept {counts['kept']} ({splits})")
+    if counts["left_out"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in counts["left_out"].items())
+        hint = "" if include_failed else " (--include-failed keeps failed and ungrounded rows)"
+        click.echo(f"  left out: {reasons}{hint}")
+    for path in result.files:
+        click.echo(f"  wrote {path}")
+    if push_to_hub:
+        click.echo(f"  pushed to https://huggingface.co/datasets/{push_to_hub}")
 
 
 @cli.command()

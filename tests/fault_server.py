@@ -35,7 +35,8 @@ distinct request when ``per_prompt``. Faults:
     none           a normal reply (a rule that only uses up its ``times``)
 
 Calls are counted (in total, by fault, by kind) and logged (each call with its kind, fault,
-seed, temperature and ReasonDistill scenario); ``GET /stats`` returns the counts and the log,
+seed, temperature, ReasonDistill scenario and a hash of the user message); ``GET /stats``
+returns the counts and the log,
 ``POST /admin/rules`` replaces the rules (``{"rules": [...], "delay": s}``) and resets the
 counts, ``POST /admin/reset`` resets the counts. ``delay`` seconds are waited before
 every reply. A call whose client hung up before the reply (timeout, killed process) is logged
@@ -96,6 +97,12 @@ def scenario_marker(document: str) -> str:
     """The start of the scenario the server writes for ``document``: it appears in that
     document's ReasonDistill prompt (``"Scenario: " + marker``) and in no other."""
     return "An engineer reviewing " + " ".join(_document_words(document, 3))
+
+
+def user_digest(messages: list[dict[str, Any]]) -> str:
+    """A hash of the last user message (to match an exported prompt with the one sent)."""
+    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return hashlib.sha256((users[-1] if users else "").encode("utf-8")).hexdigest()
 
 
 def scenario_line(body: dict[str, Any]) -> str | None:
@@ -303,7 +310,8 @@ class Handler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {"t0": t0, "key": key, "kind": kind, "fault": fault,
                                  "abandoned": False, "seed": body.get("seed"),
                                  "temperature": body.get("temperature"),
-                                 "scenario": scenario_line(body)}
+                                 "scenario": scenario_line(body),
+                                 "user_sha": user_digest(body.get("messages", []))}
         try:
             if state.delay:
                 time.sleep(state.delay)

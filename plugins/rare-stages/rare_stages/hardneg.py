@@ -32,7 +32,8 @@ class BM25HardNeg(Operator):
     (``input_id_key`` column, else the row number) and by the near-duplicate rule of the
     retriever. Pass a retriever that already holds a corpus (for example one opened from a
     saved index) with ``index_rows=False`` to mine from that corpus instead.
-    ``hard_negatives`` holds the negatives' texts and ``hard_negatives_ids`` their ids;
+    ``hard_negatives`` holds the negatives' texts, ``hard_negatives_ids`` their ids and
+    ``hard_negatives_scores`` their BM25 scores;
     ``hardneg_shortfall`` counts the negatives a row is missing, and ``hardneg_warning``
     says so (a warning, not a failure: the row keeps what was found and goes on). A
     retriever this operator created is closed when the step ends; one passed in is left open.
@@ -144,6 +145,7 @@ class BM25HardNeg(Operator):
         todo = [i for i in range(n) if errors[i] is None]
         negatives: list[list[str] | None] = [None] * n
         negative_ids: list[list[str] | None] = [None] * n
+        scores: list[list[float] | None] = [None] * n
         shortfall: list[int | None] = [None] * n
         warnings: list[str | None] = [None] * n
         if todo:
@@ -156,8 +158,11 @@ class BM25HardNeg(Operator):
             for j, i in enumerate(todo):
                 # A negative whose text the index cannot give back is dropped, never
                 # replaced by an empty string; it counts as missing.
-                kept = [d for d in result[j] if text_of.get(d) is not None]
+                kept_scores = [(d, float(sc)) for d, sc in zip(result[j], result.scores[j])
+                               if text_of.get(d) is not None]
+                kept = [d for d, _ in kept_scores]
                 negative_ids[i] = kept
+                scores[i] = [round(sc, 4) for _, sc in kept_scores]
                 negatives[i] = [str(text_of[d]) for d in kept]
                 shortfall[i] = num_neg - len(kept)
                 if shortfall[i]:
@@ -171,6 +176,7 @@ class BM25HardNeg(Operator):
         for i, row in enumerate(rows):
             row[self.output_negatives_key] = negatives[i]
             row[self.output_ids_key] = negative_ids[i]
+            row[f"{self.output_negatives_key}_scores"] = scores[i]
             row["hardneg_shortfall"] = shortfall[i]
             row["hardneg_error"] = errors[i]
             row["hardneg_warning"] = warnings[i]
