@@ -350,6 +350,30 @@ def export_cmd(source: str, fmt: str, out: str, force: bool, include_failed: boo
         click.echo(f"  pushed to https://huggingface.co/datasets/{push_to_hub}")
 
 
+@cli.command("view")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="The HTML file to write (default: SOURCE with .html).")
+@click.option("--max-rows", type=int, default=2000, show_default=True,
+              help="Rows the page holds; a larger run is shown as a seeded sample (the "
+                   "summary still counts every row).")
+@click.option("--page-size", type=int, default=25, show_default=True,
+              help="Rows rendered per page.")
+def view_cmd(source: str, out: str | None, max_rows: int, page_size: int) -> None:
+    """Write one self-contained HTML page for looking at a run's output (SOURCE)."""
+    from rare.view import build_page
+
+    if max_rows < 1 or page_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-rows/--page-size")
+    try:
+        result = build_page(source, out, max_rows=max_rows, page_size=page_size)
+    except (RareError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    shown = "" if result.shown == result.rows else f" (a sample of {result.shown})"
+    click.echo(f"rare view: {result.rows} rows{shown} -> {result.path}")
+    click.echo(f"  open it in a browser: {result.path.resolve().as_uri()}")
+
+
 @cli.command()
 @click.option("--corpus", required=True,
               help="JSONL or JSONL.gz documents with an id (_id/id) and text (text/contents).")
