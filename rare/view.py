@@ -254,7 +254,9 @@ let page = 0, matching = rows;
 const $ = id => document.getElementById(id);
 const esc = s => String(s == null ? '' : s).replace(/[&<>"']/g,
   c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-const CITE = /\b(?:documents?|docs?)\.?\s*#?\s*\d+(?:\s*(?:,|&amp;|\/|\band\b|\bor\b)\s*(?:(?:documents?|docs?)\.?\s*)?#?\s*\d+)*/gi;
+const DOC = '(?:documents?|docs?)\\.?\\s*';
+const CITE = new RegExp('\\b' + DOC + '#?\\s*\\d+(?:\\s*(?:,|&amp;|/|\\band\\b|\\bor\\b)\\s*' +
+  '(?:' + DOC + ')?#?\\s*\\d+)*', 'gi');
 function highlight(text, positive){
   return esc(text).replace(CITE, m => {
     const nums = (m.match(/\d+/g) || []).map(Number);

@@ -78,7 +78,8 @@ def test_page_is_self_contained(page: Path) -> None:
 
 
 def test_page_in_a_browser_shows_every_row_and_the_file_counts(
-        chromium: str, page: Path, run: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+        chromium: str, page: Path, tmp_path: Path,
+        run: dict[str, Any]) -> None:  # noqa: F811
     rows = run["rows"]
     shot = tmp_path / "view.png"
     browse(chromium, page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,2200")
@@ -101,8 +102,8 @@ def test_page_in_a_browser_shows_every_row_and_the_file_counts(
     assert '<mark class="cite pos">Document' in shown
 
 
-def test_filters_search_and_paging(chromium: str, page: Path, run: dict[str, Any],
-                                   tmp_path: Path) -> None:  # noqa: F811
+def test_filters_search_and_paging(chromium: str, page: Path, tmp_path: Path,
+                                   run: dict[str, Any]) -> None:  # noqa: F811
     rows = run["rows"]
     dom = browse(chromium, page.as_uri() + "#filter=ungrounded", tmp_path, "--dump-dom")
     assert articles(dom) == [i for i, r in enumerate(rows) if r["reasoning_grounded"] is False]
