@@ -273,11 +273,14 @@ def retrievers_cmd(as_json: bool) -> None:
               help="Tokens of each document the LLM sees (keeps the demo to minutes).")
 @click.option("--reply-tokens", type=int, default=768, show_default=True,
               help="Longest reasoning the LLM may write.")
+@click.option("--max-samples", type=int, default=2, show_default=True,
+              help="ReasonDistill: replies asked for per row until one is grounded.")
 @click.option("--export-only", is_flag=True, help="Write the documents and stop.")
 @click.option("--serving", help="Registered serving name (default: embedded).")
-def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_only: bool,
-         serving: str | None) -> None:
-    """Export the Python language reference that ships with CPython and run RARE on it."""
+def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, max_samples: int,
+         export_only: bool, serving: str | None) -> None:
+    """Export the Python language reference that ships with CPython, run RARE on it and
+    write a page to look at the result (rare view)."""
     from rare.demo import export_python_docs
 
     base = Path(out_dir)
@@ -290,15 +293,24 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 
     steps = rare_steps("text")
     steps[0].init["max_doc_tokens"] = doc_tokens
-    steps[2].init.update(max_doc_tokens=doc_tokens, max_tokens=reply_tokens)
+    steps[2].init.update(max_doc_tokens=doc_tokens, max_tokens=reply_tokens,
+                         max_samples=max_samples)
+    from rare.view import build_page
+
     try:
         with rare.serving.create(serving) as llm:
-            report = Pipeline(steps, serving=llm).run(
-                docs.path, base / "rare_output.jsonl", cache_path=base / "cache",
-                on_stage=_print_stage)
+            pipeline = Pipeline(steps, serving=llm)
+            report = pipeline.run(docs.path, base / "rare_output.jsonl",
+                                  cache_path=base / "cache", on_stage=_print_stage)
+            write_run_info(pipeline, report)
+        page = build_page(report.output, base / "rare_output.html")
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)
+    click.echo(f"\nrare view: {page.rows} rows -> {page.path}")
+    click.echo(f"  open it in a browser to look at every row: {page.path.resolve().as_uri()}")
+    click.echo(f"  export for training: rare export {report.output} --format chat "
+               f"--out {base / 'export'}")
 
 
 @cli.command("export")

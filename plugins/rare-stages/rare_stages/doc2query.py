@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.formats import Records
 from rare_stages.common import Tally, generate_with_retries, parse_json_object
-from rare_stages.prompts import DOC2QUERY_SCHEMA, DOC2QUERY_SYSTEM, DOC2QUERY_USER
+from rare_stages.prompts import (
+    DOC2QUERY_SCHEMA,
+    DOC2QUERY_SCHEMA_PATTERNS,
+    DOC2QUERY_SYSTEM,
+    DOC2QUERY_USER,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,12 @@ class Doc2Query(Operator):
     """
 
     def __init__(self, llm_serving: LLMServing | None = None, max_attempts: int = 3,
-                 max_doc_tokens: int | None = None, seed: int = 0) -> None:
+                 max_doc_tokens: int | None = None, seed: int = 0,
+                 patterns: bool = True) -> None:
         super().__init__()
+        #: whether the reply's schema carries the patterns of a real question and scenario
+        #: (``DOC2QUERY_SCHEMA_PATTERNS``); False sends the plain schema
+        self.schema = DOC2QUERY_SCHEMA_PATTERNS if patterns else DOC2QUERY_SCHEMA
         self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.max_attempts = max_attempts
@@ -86,7 +96,7 @@ class Doc2Query(Operator):
     def build_request(self, document: str, attempt: int) -> ChatRequest:
         return ChatRequest.from_prompt(
             DOC2QUERY_USER.format(document=document), system=DOC2QUERY_SYSTEM,
-            json_schema=DOC2QUERY_SCHEMA, max_tokens=REPLY_TOKENS,
+            json_schema=self.schema, max_tokens=REPLY_TOKENS,
             seed=self.seed + attempt,
         )
 

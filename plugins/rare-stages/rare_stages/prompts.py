@@ -11,18 +11,38 @@ DOC2QUERY_USER = """Read the reference material below. Then write:
 - "question": one question whose answer needs the knowledge in this material and several steps of reasoning. It must be understandable on its own: never mention "the document", "the text", "the passage" or "the author". Do not ask for a definition or a single fact.
 - "scenario": two or three sentences describing a realistic situation in which someone faces this question.
 
-Answer with a JSON object and nothing else: {{"question": "...", "scenario": "..."}}
+Answer with a JSON object and nothing else: {{"question": "<one question, ending with ?>", "scenario": "<two or three sentences>"}}
 
 Reference material:
 <<<
 {document}
 >>>"""
 
+#: the words a question may open with (the schema's pattern; a small model held to it writes
+#: questions, not statements with a question mark glued on)
+QUESTION_OPENERS = ("What", "Why", "How", "Which", "When", "Where", "Who", "Whose", "Is", "Are",
+                    "Does", "Do", "Can", "Could", "Should", "Would", "Will")
+
 DOC2QUERY_SCHEMA = {
     "type": "object",
     "properties": {
         "question": {"type": "string", "minLength": 10, "maxLength": 600},
         "scenario": {"type": "string", "minLength": 10, "maxLength": 800},
+    },
+    "required": ["question", "scenario"],
+}
+
+#: DOC2QUERY_SCHEMA with patterns: a question opens with an interrogative word and ends with
+#: its only question mark; a scenario is sentences that start with a capital letter and end
+#: with a period. Servings that honour ``pattern`` (the embedded model's grammar, llama.cpp,
+#: OpenAI's strict structured outputs) are held to them.
+DOC2QUERY_SCHEMA_PATTERNS = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "minLength": 10, "maxLength": 300,
+                     "pattern": f"^({'|'.join(QUESTION_OPENERS)}) [^?]{{8,300}}\\?$"},
+        "scenario": {"type": "string", "minLength": 20, "maxLength": 600,
+                     "pattern": "^[A-Z][^?]{20,600}\\.$"},
     },
     "required": ["question", "scenario"],
 }
