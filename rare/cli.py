@@ -69,13 +69,12 @@ def print_summary(report: RunReport) -> None:
         click.echo(f"  rows kept with a warning: {reasons}")
     for stage in report.stages:
         s = stage.stats
-        if s.get("judged") or s.get("samples"):
-            judged, grounded, samples = s.get("judged", 0), s.get("grounded", 0), \
-                s.get("samples", 0)
-            share = f" ({100 * grounded / judged:.0f}%)" if judged else ""
-            per_row = f", {samples / judged:.1f} per reply kept" if judged else ""
-            click.echo(f"  {stage.name}: grounded {grounded} of {judged}{share}, "
-                       f"samples {samples}{per_row}")
+        judged, grounded, samples = s.get("judged", 0), s.get("grounded", 0), \
+            s.get("samples", 0)
+        if judged:
+            click.echo(f"  {stage.name}: grounded {grounded} of {judged} "
+                       f"({100 * grounded / judged:.0f}%), samples {samples}, "
+                       f"{samples / judged:.1f} per reply kept")
     click.echo(f"  total {report.seconds:.1f} s")
 
 
