@@ -35,8 +35,8 @@ distinct request when ``per_prompt``. Faults:
     none           a normal reply (a rule that only uses up its ``times``)
 
 Calls are counted (in total, by fault, by kind) and logged (each call with its kind, fault,
-seed, temperature, ReasonDistill scenario and a hash of the user message); ``GET /stats``
-returns the counts and the log,
+seed, temperature, ReasonDistill scenario, a hash of the user message, and the reply);
+``GET /stats`` returns the counts and the log,
 ``POST /admin/rules`` replaces the rules (``{"rules": [...], "delay": s}``) and resets the
 counts, ``POST /admin/reset`` resets the counts. ``delay`` seconds are waited before
 every reply. A call whose client hung up before the reply (timeout, killed process) is logged
@@ -321,6 +321,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry["abandoned"] = True
                 self.close_connection = True
                 return
+            self._entry = entry
             self._reply(body, rule)
         except OSError:
             entry["abandoned"] = True
@@ -392,6 +393,7 @@ class Handler(BaseHTTPRequestHandler):
         elif fault == "no_content":
             self._json(200, completion_body(body, None))
             return
+        self._entry.update(reply=text, finish=finish)
         self._json(200, completion_body(body, text, finish))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import shared
 from fault_server import FaultServer, FaultServerProcess, scenario_marker
+from rare_stages.grounding import classify
 from test_end_to_end import llama_server  # noqa: F401, F811 - the server fixture
 
 from rare.pipeline import Pipeline, RunReport, rare_steps
@@ -183,7 +184,7 @@ def test_rejection_sampling_on_llama_server_resumes_after_a_kill(tmp_path, llama
         args = [sys.executable, "-c", CLI, "run", "--input", str(tmp_path / "docs.jsonl"),
                 "--output", str(out_path), "--api-url", proxy.chat_url, "--model", "smollm2",
                 "-S", "structured_output=json_object", "-S", "context_window=2048",
-                "-S", "max_tokens=320", "-S", "temperature=0.3", "-S", "timeout=300",
+                "-S", "max_tokens=256", "-S", "temperature=0.3", "-S", "timeout=300",
                 "--retriever", "gensim", "--num-neg", "2", "--max-samples", "3",
                 "--cache-dir", str(tmp_path / "cache"), "--no-cache"]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -204,18 +205,36 @@ def test_rejection_sampling_on_llama_server_resumes_after_a_kill(tmp_path, llama
                                                                for r in out)
     # every call was made once; only a call cut off by the kill may have been made twice
     assert expected <= stats["calls"] <= expected + stats["abandoned"] + 1
-    calls = distill_calls(stats)
+    replies: dict[str, dict[int, tuple[str, str]]] = collections.defaultdict(dict)
+    for entry in stats["log"]:
+        if entry["kind"] == "distill" and "reply" in entry:
+            replies[entry["scenario"]][entry["seed"]] = (entry["reply"], entry["finish"])
     for row in out:
         if row["reasoning_samples"] == 0:
             assert row["reasoning_error"], row
             continue
-        seeds = [seed for seed, _ in calls[row["scenario"]]]
-        # the samples of a row are seeds 0, 1, ...: never one asked twice
-        assert sorted(set(seeds)) == list(range(row["reasoning_samples"])), (row, seeds)
+        mine = replies[row["scenario"]]
+        # the samples of a row are seeds 0, 1, ...: none asked twice, none skipped
+        assert sorted(mine) == list(range(row["reasoning_samples"])), (row, sorted(mine))
+        verdicts = []
+        for seed in sorted(mine):
+            text, finish = mine[seed]
+            usable = finish != "length" and bool(text.strip())
+            verdicts.append(usable and classify(text, row["reasoning_positive_index"],
+                                                len(row["reasoning_documents"])).grounded)
+        # asked again only after an ungrounded (or unusable) reply, never after a grounded
+        assert not any(verdicts[:-1]), (row["id"], verdicts)
         if row["reasoning_grounded"]:
+            assert verdicts[-1] and row["reasoning"] == mine[len(mine) - 1][0].strip()
             assert row["reasoning_positive_label"] in row["reasoning_cited"]
-        elif row["reasoning_grounded"] is False:
-            # asked again until the budget was spent (or the replies became unusable)
-            assert row["reasoning_samples"] >= 2 or row["reasoning_error"] is None
-            assert row["reasoning_samples"] <= 3
-    assert "grounded" in done.stdout and "samples" in done.stdout
+        else:
+            # no grounded reply: the budget was spent, or the replies were unusable twice
+            assert row["reasoning_samples"] == 3 or row["reasoning_samples"] == 2 and \
+                sum(f == "length" for _, f in mine.values()) == 2, (row["id"], mine)
+    summary = [line for line in done.stdout.splitlines() if "ReasonDistill: grounded" in line]
+    grounded = sum(r["reasoning_grounded"] is True for r in out)
+    judged = sum(r["reasoning_grounded"] is not None for r in out)
+    samples = sum(r["reasoning_samples"] for r in out)
+    if judged:
+        assert summary and f"grounded {grounded} of {judged}" in summary[0]
+        assert f"samples {samples}," in summary[0]
