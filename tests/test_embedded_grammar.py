@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from rare_embedded import grammar_for
@@ -43,6 +45,29 @@ def test_every_grammar_parses_in_llama_cpp() -> None:
 
     for case in (DOC2QUERY_SCHEMA_PATTERNS, schema(x=r"^(Why|How) .+\.$")):
         LlamaGrammar.from_string(grammar_for(case) or "", verbose=False)
+
+
+GENERATE = """
+import json, sys
+from llama_cpp import Llama, LlamaGrammar
+from rare_embedded import find_model_file
+llm = Llama(model_path=str(find_model_file()), n_ctx=512, verbose=False)
+grammar = LlamaGrammar.from_json_schema(sys.argv[1], verbose=False)
+out = llm.create_chat_completion(messages=[{"role": "user", "content": "Ask me something."}],
+                                 grammar=grammar, max_tokens=6, seed=0)
+print(out["choices"][0]["message"]["content"])
+"""
+
+
+def test_llama_cpps_own_schema_converter_takes_the_patterns() -> None:
+    """OpenAI-compatible llama.cpp servers turn the schema into a grammar themselves; an
+    escape such as ``\\.`` in a pattern makes llama-cpp-python's grammar parser fail and
+    the process crash, so the patterns must survive that converter too (in a child)."""
+    proc = subprocess.run([sys.executable, "-c", GENERATE,
+                           json.dumps(DOC2QUERY_SCHEMA_PATTERNS)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.lstrip().startswith("{")
 
 
 @pytest.mark.slow

@@ -35,14 +35,16 @@ DOC2QUERY_SCHEMA = {
 #: DOC2QUERY_SCHEMA with patterns: a question opens with an interrogative word and ends with
 #: its only question mark; a scenario is sentences that start with a capital letter and end
 #: with a period. Servings that honour ``pattern`` (the embedded model's grammar, llama.cpp,
-#: OpenAI's strict structured outputs) are held to them.
+#: OpenAI's strict structured outputs) are held to them. The final characters are classes
+#: (``[?]``, ``[.]``), not escapes: llama-cpp-python's schema converter turns ``\\.`` into a
+#: grammar its own parser rejects.
 DOC2QUERY_SCHEMA_PATTERNS = {
     "type": "object",
     "properties": {
-        "question": {"type": "string", "minLength": 10, "maxLength": 300,
-                     "pattern": f"^({'|'.join(QUESTION_OPENERS)}) [^?]{{8,300}}\\?$"},
-        "scenario": {"type": "string", "minLength": 20, "maxLength": 600,
-                     "pattern": "^[A-Z][^?]{20,600}\\.$"},
+        "question": {"type": "string", "minLength": 10, "maxLength": 260,
+                     "pattern": f"^({'|'.join(QUESTION_OPENERS)}) [^?]{{8,250}}[?]$"},
+        "scenario": {"type": "string", "minLength": 20, "maxLength": 500,
+                     "pattern": "^[A-Z][^?]{20,500}[.]$"},
     },
     "required": ["question", "scenario"],
 }
