@@ -58,9 +58,12 @@ class Doc2Query(Operator):
 
     def __init__(self, llm_serving: LLMServing | None = None, max_attempts: int = 3,
                  max_doc_tokens: int | None = None, seed: int = 0,
-                 language: str = "auto") -> None:
+                 patterns: bool = True, language: str = "auto") -> None:
         super().__init__()
         self.language = check_language(language)
+        #: whether the reply's schema carries the patterns of a real question and scenario
+        #: (``DOC2QUERY_SCHEMA_PATTERNS`` in English); False sends the plain schema
+        self.patterns = patterns
         self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.max_attempts = max_attempts
@@ -95,9 +98,10 @@ class Doc2Query(Operator):
 
     def build_request(self, document: str, attempt: int, language: str = "en") -> ChatRequest:
         prompts = prompts_for(language)
+        schema = prompts.doc2query_schema_patterns if self.patterns else prompts.doc2query_schema
         return ChatRequest.from_prompt(
             prompts.doc2query_user.format(document=document), system=prompts.doc2query_system,
-            json_schema=prompts.doc2query_schema, max_tokens=REPLY_TOKENS,
+            json_schema=schema, max_tokens=REPLY_TOKENS,
             seed=self.seed + attempt,
         )
 

@@ -85,7 +85,9 @@ class BM25HardNeg(Operator):
     ``hardneg_judged`` and ``hardneg_control``. The stats count skipped candidates by
     reason (``skipped_same_id``, ``skipped_near_duplicate``, ``skipped_above_margin``,
     ``skipped_outside_window``) and the judge's work. A retriever this operator created is
-    closed when the step ends; one passed in is left open.
+    closed when the step ends; one passed in is left open. A row that got fewer than
+    ``num_neg`` says so in ``hardneg_warning`` (a warning, not a failure: the row keeps what
+    was found and goes on).
 
     ``language`` (``"en"``, ``"zh"`` or ``"auto"``; None: the retriever's own setting,
     ``"en"`` by default) is the language of the retriever created here: ``"auto"`` decides
@@ -273,6 +275,7 @@ class BM25HardNeg(Operator):
         lost = [0] * n
         outcomes: dict[int, JudgeOutcome] = {}
         skipped = dict.fromkeys(SKIP_REASONS, 0)
+        warnings: list[str | None] = [None] * n
         if todo:
             pool = self.pool_size()
             # Only the options in use are passed: a third party's mine() written before
@@ -322,7 +325,8 @@ class BM25HardNeg(Operator):
                               "question"
                     if lost[i]:
                         why = f"; {lost[i]} had no stored text"
-                    errors[i] = f"shortfall: found {len(kept)} of {num_neg} hard negatives{why}"
+                    warnings[i] = (f"shortfall: found {len(kept)} of {num_neg} hard "
+                                   f"negatives{why}")
         short = sum(1 for s in shortfall if s)
         self._short += short
         for i, row in enumerate(rows):
@@ -333,6 +337,7 @@ class BM25HardNeg(Operator):
             row["hardneg_positive_score"] = pos_scores[i]
             row["hardneg_shortfall"] = shortfall[i]
             row["hardneg_error"] = errors[i]
+            row["hardneg_warning"] = warnings[i]
             if self.judge is not None:
                 verdicts = outcomes.get(i)
                 row["hardneg_judged"] = None if verdicts is None else verdicts.judged

@@ -17,18 +17,40 @@ DOC2QUERY_USER = """Read the reference material below. Then write:
 - "question": one question whose answer needs the knowledge in this material and several steps of reasoning. It must be understandable on its own: never mention "the document", "the text", "the passage" or "the author". Do not ask for a definition or a single fact.
 - "scenario": two or three sentences describing a realistic situation in which someone faces this question.
 
-Answer with a JSON object and nothing else: {{"question": "...", "scenario": "..."}}
+Answer with a JSON object and nothing else: {{"question": "<one question, ending with ?>", "scenario": "<two or three sentences>"}}
 
 Reference material:
 <<<
 {document}
 >>>"""
 
+#: the words a question may open with (the schema's pattern; a small model held to it writes
+#: questions, not statements with a question mark glued on)
+QUESTION_OPENERS = ("What", "Why", "How", "Which", "When", "Where", "Who", "Whose", "Is", "Are",
+                    "Does", "Do", "Can", "Could", "Should", "Would", "Will")
+
 DOC2QUERY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "question": {"type": "string", "minLength": 10, "maxLength": 600},
         "scenario": {"type": "string", "minLength": 10, "maxLength": 800},
+    },
+    "required": ["question", "scenario"],
+}
+
+#: DOC2QUERY_SCHEMA with patterns: a question opens with an interrogative word and ends with
+#: its only question mark; a scenario is sentences that start with a capital letter and end
+#: with a period. Servings that honour ``pattern`` (the embedded model's grammar, llama.cpp,
+#: OpenAI's strict structured outputs) are held to them. The final characters are classes
+#: (``[?]``, ``[.]``), not escapes: llama-cpp-python's schema converter turns ``\\.`` into a
+#: grammar its own parser rejects.
+DOC2QUERY_SCHEMA_PATTERNS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "minLength": 10, "maxLength": 260,
+                     "pattern": f"^({'|'.join(QUESTION_OPENERS)}) [^?]{{8,250}}[?]$"},
+        "scenario": {"type": "string", "minLength": 20, "maxLength": 500,
+                     "pattern": "^[A-Z][^?]{20,500}[.]$"},
     },
     "required": ["question", "scenario"],
 }
@@ -49,7 +71,7 @@ The following {count} documents were retrieved for this question. Only some of t
 Work through the question step by step:
 1. For each document, say in one sentence whether it helps with the question and why.
 2. Reason from the helpful document(s) to an answer, citing them as [Document N].
-3. End with a final line that starts with "Answer:"."""
+3. End with a final line that starts with "Answer:", gives the answer and names the document it rests on, for example "Answer: ... [Document 2]"."""
 
 DOCUMENT_BLOCK = "[Document {label}]\n{text}"
 
@@ -129,7 +151,7 @@ DISTILL_USER_ZH = """情境：{scenario}
 请用中文一步一步地解答这个问题：
 1. 逐篇说明该文档对回答问题有没有帮助，以及为什么，每篇一句话。
 2. 依据有帮助的文档推理出答案，引用时写作 [文档 N]。
-3. 最后单独一行，以"答案："开头。"""
+3. 最后单独一行，以"答案："开头，写出答案并注明所依据的文档，例如"答案：……[文档 2]"。"""
 
 DOCUMENT_BLOCK_ZH = "[文档 {label}]\n{text}"
 
@@ -142,6 +164,8 @@ class Prompts:
     doc2query_system: str
     doc2query_user: str
     doc2query_schema: dict[str, Any]
+    #: the schema with patterns that hold a small model to a real question and scenario
+    doc2query_schema_patterns: dict[str, Any]
     distill_system: str
     distill_user: str
     document_block: str
@@ -150,10 +174,12 @@ class Prompts:
 
 
 PROMPTS: dict[str, Prompts] = {
-    "en": Prompts("en", DOC2QUERY_SYSTEM, DOC2QUERY_USER, DOC2QUERY_SCHEMA, DISTILL_SYSTEM,
-                  DISTILL_USER, DOCUMENT_BLOCK, "Document {label}"),
+    "en": Prompts("en", DOC2QUERY_SYSTEM, DOC2QUERY_USER, DOC2QUERY_SCHEMA,
+                  DOC2QUERY_SCHEMA_PATTERNS, DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK,
+                  "Document {label}"),
     "zh": Prompts("zh", DOC2QUERY_SYSTEM_ZH, DOC2QUERY_USER_ZH, DOC2QUERY_SCHEMA_ZH,
-                  DISTILL_SYSTEM_ZH, DISTILL_USER_ZH, DOCUMENT_BLOCK_ZH, "文档 {label}"),
+                  DOC2QUERY_SCHEMA_ZH, DISTILL_SYSTEM_ZH, DISTILL_USER_ZH, DOCUMENT_BLOCK_ZH,
+                  "文档 {label}"),
 }
 
 
@@ -170,3 +196,17 @@ def document_language(text: str, setting: str) -> str:
     from rare.text import detect_language
 
     return detect_language([text])[0]
+
+
+def distill_messages(scenario: str, question: str, documents: list[str],
+                     language: str = "en") -> list[dict[str, str]]:
+    """The chat ReasonDistill sends: system, then the user prompt with the documents
+    labelled (``[Document 1]`` .., ``[文档 1]`` ..) in the given order (as the teacher saw
+    them)."""
+    prompts = prompts_for(language)
+    blocks = [prompts.document_block.format(label=n, text=doc)
+              for n, doc in enumerate(documents, 1)]
+    user = prompts.distill_user.format(scenario=scenario, question=question,
+                                       count=len(documents), documents="\n\n".join(blocks))
+    return [{"role": "system", "content": prompts.distill_system},
+            {"role": "user", "content": user}]
