@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from rare import plugins
 from rare.errors import InputError, RareError, UnknownNameError
-from rare.pipeline import error_kind, first_error
+from rare.report import error_kind, first_error
 from rare.runinfo import read_run_info
 from rare.storage import read_records
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rare.formats import iter_records
-from rare.pipeline import error_kind, first_error, first_warning
+from rare.report import error_kind, first_error, first_warning
 from rare.runinfo import read_run_info
 
 MAX_ROWS = 2000

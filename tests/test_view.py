@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_export import rare, run  # noqa: F401 - the run fixture: a real pipeline output
 
-from rare.pipeline import error_kind, first_error
+from rare.report import error_kind, first_error
 
 
 def _install_chromium() -> str | None:
