@@ -55,6 +55,9 @@ def test_read_qrels(tmp_path: Path) -> None:
     assert len(qrels) == 52 and sum(map(len, qrels.values())) == 796
     assert qrels["1"]["CACM-1410"] == 1
     bad = tmp_path / "bad.txt"
-    bad.write_text("1 0 doc\n")
-    with pytest.raises(ValueError, match="4 columns"):
+    bad.write_text("1 doc\n")
+    with pytest.raises(ValueError, match=r"bad\.txt:1: expected 4 columns \(TREC\) or 3"):
+        ir_metrics.read_qrels(bad)
+    bad.write_text("1 0 doc 1\n1 doc x\n")  # a BEIR line whose relevance is no number
+    with pytest.raises(ValueError, match=r"bad\.txt:2: relevance 'x' is not an integer"):
         ir_metrics.read_qrels(bad)

@@ -203,8 +203,8 @@ def test_a_negative_without_stored_text_is_dropped_not_emptied(tmp_path) -> None
            input_text_key="contents")
     rows = read_records(tmp_path / "c" / "rare_cache_step_step1.jsonl")
     hit = [r for r in rows if r["hard_negatives_ids"] is not None and "row5" not in
-           r["hard_negatives_ids"] and r["hardneg_error"] and "no stored text" in
-           r["hardneg_error"]]
+           r["hard_negatives_ids"] and r["hardneg_warning"] and "no stored text" in
+           r["hardneg_warning"]]
     assert hit, "some row should have lost row5 as a negative"
     for row in rows:
         assert all(isinstance(t, str) and t for t in row["hard_negatives"] or [])
