@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rare.errors import InputError
@@ -73,6 +74,18 @@ class Operator:
 
     def close(self) -> None:
         """Called once after the last batch, also when the step failed: release resources."""
+
+    def share_prepared(self, directory: Path) -> dict[str, Any] | None:
+        """For a runner that transforms on other processes: share what :meth:`prepare` builds.
+
+        Called before :meth:`open`, only when ``needs_all_rows``. An operator that can keep
+        what :meth:`prepare` builds in ``directory`` (an empty folder every worker can read)
+        arranges for that and returns constructor settings with which a fresh copy of it,
+        built elsewhere and never prepared, transforms every batch as this one would once
+        prepared and closed. The default, None, says it cannot: the runner then transforms
+        in its own process.
+        """
+        return None
 
     # -- the reference API --------------------------------------------------------------
     def run(self, storage: Any, **settings: Any) -> list[str]:

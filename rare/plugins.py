@@ -27,9 +27,9 @@ from rare import hookspecs
 from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
-KINDS = ("operators", "retrievers", "servings")
+KINDS = ("operators", "retrievers", "servings", "runners")
 # Modules of the core that implement hooks, registered after the entry points' plugins.
-BUILTIN_PLUGINS = ("rare.bench.references",)
+BUILTIN_PLUGINS = ("rare.bench.references", "rare.runner")
 
 # Where a well-known name comes from, for the "unknown name" message.
 INSTALL_HINTS = {
@@ -39,6 +39,7 @@ INSTALL_HINTS = {
     ("servings", "embedded"): "rare-embedded",
     ("servings", "openai"): "rare-openai",
     ("operators", "Doc2Query"): "rare-stages",
+    ("runners", "ray"): "rare-ray",
 }
 
 pm = pluggy.PluginManager(GROUP)
@@ -120,7 +121,7 @@ class Entry:
 
 @dataclass
 class Registry:
-    """Names of one kind (operators, retrievers or servings) mapped to what registered them."""
+    """Names of one kind (operators, retrievers, servings, runners) mapped to their plugins."""
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)
