@@ -235,6 +235,20 @@ def test_a_killed_actor_is_replaced(servers, cluster, corpus, reference, tmp_pat
     assert len(log) - 2 * ROWS <= WORKERS  # only the killed actor's call in flight
 
 
+def test_a_dead_endpoint_stops_the_run_with_the_servings_message(cluster, corpus, tmp_path):
+    port = free_port()  # nothing listens there
+    proc = subprocess.run(
+        cli_args(corpus, tmp_path, [f"http://127.0.0.1:{port}/v1/chat/completions"],
+                 "--no-cache", "-S", "max_retries=0", *ray_args(cluster)),
+        capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: stopped: the last 3 calls to model 'ray-test' at "
+                           f"http://127.0.0.1:{port}/v1/chat/completions all failed"), last
+    assert last.endswith("running again resumes."), last  # Ray's own notes left out
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out.jsonl").exists()
+
+
 def test_three_stages_on_llama_cpp_equal_the_local_run(llama_server, cluster,  # noqa: F811
                                                         tmp_path, monkeypatch):
     for key, value in RAY_ENV.items():
@@ -382,6 +396,47 @@ def test_workers_that_cannot_see_the_driver_folders_say_so(tmp_path, caplog):
         assert worker.serving.response_cache is not None
     finally:
         worker.close()
+
+
+def test_bm25hardneg_shares_its_index_with_fresh_copies(corpus, tmp_path):
+    """What the Ray runner's mining tasks do, in one process: the index prepared once into a
+    folder; copies built from the returned settings mine each block as the prepared one."""
+    from rare.operators import BM25HardNeg
+    from rare.runner import checked_batches
+    from rare.step import StepContext
+
+    rows = read_records(corpus)
+    for row in rows:
+        row["question"] = " ".join(row[TEXT].split()[:12])
+    run = {"input_text_key": TEXT, "num_neg": 2}
+    local = BM25HardNeg()
+    local.configure(**run)
+    ctx = StepContext(source="docs")
+    local.open(ctx)
+    local.prepare(checked_batches(local, [rows[:5], rows[5:]], ctx), ctx)
+    expected = local.transform([dict(r) for r in rows], StepContext(source="docs"))
+    local.close()
+    assert sum(len(r["hard_negatives"] or []) == 2 for r in expected) >= ROWS - 2
+
+    prepared = BM25HardNeg(retriever="tantivy")
+    settings = prepared.share_prepared(tmp_path / "prepared")
+    assert settings is not None and settings["index_rows"] is False
+    assert settings["retriever_options"]["path"] == str(tmp_path / "prepared" / "index")
+    prepared.configure(**run)
+    prepared.open(ctx)
+    prepared.prepare(checked_batches(prepared, [rows[:7], rows[7:]], ctx), ctx)
+    prepared.close()
+    got = []
+    for start in range(0, len(rows), 5):  # blocks, each by a copy of its own
+        copy = BM25HardNeg(**settings)
+        copy.configure(**run)
+        block_ctx = StepContext(source="docs", start=start)
+        copy.open(block_ctx)
+        got += copy.transform([dict(r) for r in rows[start:start + 5]], block_ctx)
+        copy.close()
+    assert got == expected
+    # a retriever object, or a backend that keeps its index in memory only: no sharing
+    assert BM25HardNeg(retriever="gensim").share_prepared(tmp_path / "g") is None
 
 
 def test_rare_plugins_lists_the_ray_runner():

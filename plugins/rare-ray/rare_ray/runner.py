@@ -220,9 +220,9 @@ class RayRunner:
         for name, value in changes.items():
             if name in saved:
                 setattr(ctx, name, value)
-        quiet = logging.getLogger("ray.data")
+        quiet = logging.getLogger("ray.data")  # a failed block is ours to report
         level = quiet.level
-        quiet.setLevel(logging.ERROR)
+        quiet.setLevel(logging.CRITICAL)
         try:
             yield
         finally:
@@ -507,8 +507,6 @@ class RayRunner:
         try:
             for row in out.iter_rows():
                 yield int(row["block"]), decode(bytes(row["result"]))
-        except RareError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a worker's own error, unwrapped
             cause = _rare_cause(exc)
             if cause is not None:
@@ -598,11 +596,24 @@ def _rare_cause(exc: BaseException) -> RareError | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, RareError):
-            return current
+        # Ray's task error derives from the worker's exception class too, but its message
+        # starts with Ray's header: the worker's own exception is its ``cause``.
         cause = getattr(current, "cause", None)
         if isinstance(cause, BaseException) and id(cause) not in seen:
             current = cause
             continue
+        if isinstance(current, RareError):
+            return _without_retry_note(current)
         current = current.__cause__ or current.__context__
     return None
+
+
+def _without_retry_note(exc: RareError) -> RareError:
+    """The error without the paragraph Ray Data appends to its message (how to configure
+    Ray Data's retries): a failed block is not retried by design, and rerunning resumes."""
+    if exc.args and isinstance(exc.args[0], str):
+        text = exc.args[0]
+        cut = text.find("\nFailed to apply UDF transform after ")
+        if cut != -1:
+            exc.args = (text[:cut], *exc.args[1:])
+    return exc
