@@ -369,8 +369,9 @@ def main() -> None:
         # click turns Ctrl-C into Abort (raised from the KeyboardInterrupt)
         if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
             click.echo("\ninterrupted. Every finished LLM reply is kept in the step's journal "
-                       "(<cache dir>/*.journal) and in the response cache: run the same "
-                       "command again to resume where it stopped.", err=True)
+                       "(<cache dir>/*.journal; the ray runner keeps finished blocks and "
+                       "their journals in <cache dir>/*.blocks/) and in the response cache: "
+                       "run the same command again to resume where it stopped.", err=True)
         else:
             click.echo("aborted", err=True)
         sys.exit(130)

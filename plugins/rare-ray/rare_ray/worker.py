@@ -157,7 +157,7 @@ class BlockWorker:
                     settings["api_url"] = canonical
                 return settings
 
-            serving.settings = replica_settings
+            serving.settings = replica_settings  # type: ignore[method-assign]
         # A worker's per-batch progress bar would only clutter the driver's log: the driver
         # draws one bar per stage.
         generate = serving.generate
@@ -165,7 +165,7 @@ class BlockWorker:
         def quiet_generate(requests: Any, desc: str | None = None, journal: Any = None) -> Any:
             return generate(requests, desc=None, journal=journal)
 
-        serving.generate = quiet_generate
+        serving.generate = quiet_generate  # type: ignore[method-assign]
         return serving
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
