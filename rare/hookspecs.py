@@ -49,6 +49,16 @@ def register_servings(register: Register) -> None:
 
 
 @hookspec
+def register_exporters(register: Register) -> None:
+    """Register exporters that turn a run's rows into what a trainer reads (subclasses of
+    :class:`rare.export.Exporter`).
+
+    :param register: call ``register(cls, name=None, aliases=())``; the name is what users
+        pass to ``rare export --format``.
+    """
+
+
+@hookspec
 def register_runners(register: Register) -> None:
     """Register pipeline runners: classes whose ``run(pipeline, storage, output_path,
     on_stage)`` moves a pipeline's rows through its operators and returns a ``RunReport``.

@@ -14,6 +14,7 @@ reference's style) keeps working unchanged: runners call its ``run()``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -74,6 +75,15 @@ class Operator:
 
     def close(self) -> None:
         """Called once after the last batch, also when the step failed: release resources."""
+
+    def calls_llm(self) -> bool:
+        """Whether :meth:`transform` calls the LLM serving (a runner that spreads steps over
+        workers gives such a step workers that each hold a serving). The default: whether
+        the constructor takes ``llm_serving``."""
+        try:
+            return "llm_serving" in inspect.signature(type(self)).parameters
+        except (TypeError, ValueError):
+            return False
 
     def share_prepared(self, directory: Path) -> dict[str, Any] | None:
         """For a runner that transforms on other processes: share what :meth:`prepare` builds.

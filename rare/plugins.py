@@ -27,7 +27,7 @@ from rare import hookspecs
 from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
-KINDS = ("operators", "retrievers", "servings", "runners")
+KINDS = ("operators", "retrievers", "servings", "exporters", "runners")
 # Modules of the core that implement hooks, registered after the entry points' plugins.
 BUILTIN_PLUGINS = ("rare.bench.references", "rare.runner")
 
@@ -40,6 +40,8 @@ INSTALL_HINTS = {
     ("servings", "openai"): "rare-openai",
     ("operators", "Doc2Query"): "rare-stages",
     ("runners", "ray"): "rare-ray",
+    **{("exporters", name): "rare-export"
+       for name in ("sharegpt", "alpaca", "chat", "triplets", "ntuple", "beir", "hf")},
 }
 
 pm = pluggy.PluginManager(GROUP)
@@ -121,7 +123,8 @@ class Entry:
 
 @dataclass
 class Registry:
-    """Names of one kind (operators, retrievers, servings, runners) mapped to their plugins."""
+    """Names of one kind (operators, retrievers, servings, exporters, runners) mapped to
+    what registered them."""
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)

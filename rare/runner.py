@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from rare.formats import Records, RowWriter
 from rare.hookspecs import Register, hookimpl
-from rare.report import RunReport, StageReport, error_kind, first_error
+from rare.report import RunReport, StageReport, error_kind, first_error, first_warning
 from rare.settings import check_settings
 from rare.step import StepContext, StepOperator
 from rare.storage import FileStorage, Storage
@@ -191,6 +191,7 @@ class LocalRunner:
         started = time.perf_counter()
         format_of(output_path)  # an unknown output format fails before any work
         row_failures: Counter[str] = Counter()
+        row_warnings: Counter[str] = Counter()
         count = len(pipeline.steps)
         reports: list[StageReport] = []
         rows_in = rows_out = 0
@@ -201,7 +202,7 @@ class LocalRunner:
                 last = n == count
                 sinks: list[Callable[[Records], None]] = []
                 if last:
-                    sinks = [output.write, failure_counter(row_failures)]
+                    sinks = [output.write, failure_counter(row_failures, row_warnings)]
                 if op.is_transform():
                     op.configure(**step.run)
                     stats = run_step(op, storage, n, self.batch_size, sinks)
@@ -228,7 +229,7 @@ class LocalRunner:
             usage=dict(serving.usage) if serving else {},
             failures=dict(serving.failures) if serving else {},
             seconds=round(time.perf_counter() - started, 2),
-            row_failures=row_failures,
+            row_failures=row_failures, row_warnings=row_warnings,
         )
 
 
@@ -257,14 +258,20 @@ def _view(storage: FileStorage, step: int) -> FileStorage:
     return view
 
 
-def failure_counter(counter: Counter[str]) -> Callable[[Records], None]:
-    """A sink that counts the rows that carry an ``*_error``, by the error's kind."""
+def failure_counter(counter: Counter[str],
+                    warnings: Counter[str] | None = None) -> Callable[[Records], None]:
+    """A sink that counts the rows that carry an ``*_error`` by the error's kind (and, in
+    ``warnings``, those that carry only a ``*_warning``)."""
 
     def count(rows: Records) -> None:
         for row in rows:
             error = first_error(row)
             if error is not None:
                 counter[error_kind(error)] += 1
+            elif warnings is not None:
+                warning = first_warning(row)
+                if warning is not None:
+                    warnings[error_kind(warning)] += 1
 
     return count
 

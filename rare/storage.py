@@ -34,7 +34,7 @@ from rare.formats import (
 )
 
 if TYPE_CHECKING:
-    from rare.cache import Journal
+    from rare.llm.journal import Journal
 
 __all__ = ["FORMATS", "FileStorage", "Records", "RowWriter", "Storage", "atomic_write_bytes",
            "format_of", "iter_batches", "read_records", "to_records", "write_records"]
@@ -96,7 +96,7 @@ class FileStorage:
         return path.with_name(path.name + ".journal")
 
     def journal(self, step: int) -> Journal:
-        from rare.cache import Journal
+        from rare.llm.journal import Journal
 
         return Journal(self.journal_path(step))
 
@@ -116,7 +116,7 @@ class FileStorage:
 
     def block_journal(self, step: int, block: int) -> Journal:
         """The journal of the LLM replies that go into block ``block`` of ``step``."""
-        from rare.cache import Journal
+        from rare.llm.journal import Journal
 
         return Journal(self.block_journal_path(step, block))
 

@@ -15,8 +15,7 @@ from conftest import shared
 from fault_server import FaultServer
 
 from rare import ChatRequest
-from rare.cache import ResponseCache, request_key
-from rare.llm import Completion
+from rare.llm import Completion, ResponseCache, request_key
 from rare.storage import read_records, write_records
 
 ROWS = 8
@@ -124,7 +123,7 @@ def test_an_empty_new_cache_directory_is_used(server, tmp_path):
 def test_the_environment_can_turn_the_cache_off(server, monkeypatch):
     monkeypatch.setenv("RARE_NO_CACHE", "1")
     s = serving(server.chat_url, True)
-    assert s._cache() is None
+    assert s.open_cache() is None
     s.close()
 
 
@@ -139,7 +138,7 @@ def test_default_cache_lives_under_rare_cache_dir(server):
 # -- several processes ------------------------------------------------------------------------
 WRITER = textwrap.dedent("""
     import sys
-    from rare.cache import ResponseCache
+    from rare.llm import ResponseCache
     from rare.llm import Completion
     cache = ResponseCache(sys.argv[1])
     me = int(sys.argv[2])

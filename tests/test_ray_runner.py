@@ -134,9 +134,9 @@ def test_ray_run_equals_the_local_run(servers, cluster, corpus, reference, tmp_p
     per_server = [len(s.stats()["log"]) for s in servers]
     assert sum(per_server) == 2 * ROWS and all(per_server), per_server
     # the actors shared the response cache of the driver
-    from rare_ray.runner import _cache_module
+    from rare.llm import ResponseCache
 
-    cache = _cache_module().ResponseCache(tmp_path / "responses")
+    cache = ResponseCache(tmp_path / "responses")
     try:
         assert len(cache) == 2 * ROWS
     finally:

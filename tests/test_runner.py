@@ -13,6 +13,7 @@ from conftest import shared
 from fault_server import FaultServer
 
 import rare.formats
+from rare import FileStorage
 from rare.pipeline import Pipeline, Step, rare_steps
 from rare.storage import read_records, write_records
 
@@ -153,3 +154,58 @@ def test_transform_operator_through_the_reference_api_in_dict_storage(tmp_path) 
     BM25HardNeg(retriever="gensim", num_neg=2).run(storage=Memory(), input_text_key="contents")
     assert len(Memory.written) == 40
     assert all(len(r["hard_negatives"]) == 2 for r in Memory.written)
+
+
+def _question_rows(n: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in
+            shared("cacm", "cacm.jsonl").read_text().splitlines()[:n]]
+    for r in rows:
+        r["question"] = " ".join(r["contents"].split()[:8])
+    return rows
+
+
+def test_bm25hardneg_closes_the_retriever_it_created_and_only_that(tmp_path) -> None:
+    import rare.retrievers
+    from rare.operators import BM25HardNeg
+
+    path = tmp_path / "docs.jsonl"
+    write_records(path, _question_rows(30))
+    op = BM25HardNeg(retriever="gensim", num_neg=2)
+    op.run(storage=FileStorage(str(path), cache_path=str(tmp_path / "a")).step(),
+           input_text_key="contents")
+    assert op.retriever is not None and op.retriever.closed
+    mine = rare.retrievers.create("gensim")
+    with mine:
+        mine.index([f"row{i}" for i in range(30)], [r["contents"] for r in _question_rows(30)])
+        mine.commit()
+        passed = BM25HardNeg(retriever=mine, num_neg=2, index_rows=False)
+        passed.run(storage=FileStorage(str(path), cache_path=str(tmp_path / "b")).step(),
+                   input_text_key="contents")
+        assert not mine.closed  # the caller's: left open
+    assert mine.closed
+
+
+def test_a_negative_without_stored_text_is_dropped_not_emptied(tmp_path) -> None:
+    """A backend that cannot give a negative's text back: the row keeps the others and says
+    what is missing; no negative is ever an empty string."""
+    import rare.retrievers
+    from rare.operators import BM25HardNeg
+
+    class Forgetful(rare.retrievers.GensimRetriever):  # a real backend with one gap
+        def get_texts(self, ids):  # noqa: ANN001, ANN201
+            texts = super().get_texts(ids)
+            return [None if doc_id == "row5" else t for doc_id, t in zip(ids, texts)]
+
+    path = tmp_path / "docs.jsonl"
+    write_records(path, _question_rows(30))
+    op = BM25HardNeg(retriever=Forgetful(), num_neg=3)
+    op.run(storage=FileStorage(str(path), cache_path=str(tmp_path / "c")).step(),
+           input_text_key="contents")
+    rows = read_records(tmp_path / "c" / "rare_cache_step_step1.jsonl")
+    hit = [r for r in rows if r["hard_negatives_ids"] is not None and "row5" not in
+           r["hard_negatives_ids"] and r["hardneg_error"] and "no stored text" in
+           r["hardneg_error"]]
+    assert hit, "some row should have lost row5 as a negative"
+    for row in rows:
+        assert all(isinstance(t, str) and t for t in row["hard_negatives"] or [])
+        assert len(row["hard_negatives"] or []) == len(row["hard_negatives_ids"] or [])

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from rare.errors import MissingDependencyError, RareError, RunnerError, SettingsError
 from rare.formats import Records, RowWriter, atomic_write_bytes, format_of
+from rare.llm.cache import cache_disabled_by_env, default_cache_dir
 from rare.report import RunReport, StageReport
 from rare.runner import (
     checked_batches,
@@ -341,11 +342,10 @@ class RayRunner:
         cache = getattr(serving, "response_cache", "default")
         if cache is None:
             return None
-        cache_module = _cache_module()
         if isinstance(cache, str) and cache == "default":
-            if cache_module.cache_disabled_by_env():
+            if cache_disabled_by_env():
                 return None
-            folder = Path(cache_module.default_cache_dir()) / "responses"
+            folder = default_cache_dir() / "responses"
         else:
             folder = Path(getattr(cache, "directory", ""))
             if not str(folder):
@@ -438,14 +438,18 @@ class RayRunner:
         workers = 0
         try:
             if todo:
+                takes_serving = _takes_serving(type(op))
+                calls_llm = getattr(op, "calls_llm", None)
                 spec = StageSpec(
                     step=n, operator=step.operator, init=init, run=dict(step.run),
-                    storage=storage, token=token, uses_llm=_takes_serving(type(op)),
+                    storage=storage, token=token, takes_serving=takes_serving,
+                    uses_llm=bool(calls_llm()) if calls_llm is not None else takes_serving,
                     serving_name=pipeline.serving_name,
                     serving_options=dict(pipeline.serving_options),
                     retriever=pipeline.retriever,
                     retriever_options=dict(pipeline.retriever_options),
-                    response_cache=cache_dir, api_urls=list(self.api_urls))
+                    language=getattr(pipeline, "language", None), response_cache=cache_dir,
+                    api_urls=list(self.api_urls))
                 for block, result in self._dispatch(ray, spec, todo):
                     if block in done:  # a block Ray ran twice counts once
                         log.debug("%s: block %d came back twice; the first is kept", name, block)
@@ -517,18 +521,6 @@ class RayRunner:
         finally:
             if counter is not None:
                 ray.kill(counter)
-
-
-def _cache_module() -> Any:
-    """The module of the response cache's defaults (``rare.llm.cache``, else ``rare.cache``)."""
-    for name in ("rare.llm.cache", "rare.cache"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "default_cache_dir"):
-            return module
-    raise RunnerError("rare's response cache module was not found")
 
 
 def _takes_serving(cls: type) -> bool:

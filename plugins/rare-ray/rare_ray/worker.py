@@ -66,11 +66,15 @@ class StageSpec:
     run: dict[str, Any]
     storage: FileStorage
     token: str
+    #: the operator's constructor takes ``llm_serving``: the worker builds a serving for it
+    takes_serving: bool = False
+    #: its transform() calls the serving: it runs on an actor pool, with journals
     uses_llm: bool = False
     serving_name: str | None = None
     serving_options: dict[str, Any] = field(default_factory=dict)
     retriever: str | None = None
     retriever_options: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
     #: the response cache's folder as the driver sees it; None: no response cache
     response_cache: str | None = None
     #: endpoints spread over the actors (each actor's serving gets one as ``api_url``)
@@ -115,10 +119,10 @@ class BlockWorker:
             import ray
 
             self.index = int(ray.get(counter.next.remote()))
-        self.serving: Any = self._serving() if spec.uses_llm else None
+        self.serving: Any = self._serving() if spec.takes_serving else None
         step = Step(spec.operator, dict(spec.init), dict(spec.run))
         pipeline = Pipeline([step], serving=self.serving, retriever=spec.retriever,
-                            retriever_options=spec.retriever_options)
+                            retriever_options=spec.retriever_options, language=spec.language)
         self.op: Any = pipeline.build(pipeline.classes[0], step)
         self.op.configure(**step.run)
         self.journals = spec.visible(spec.blocks_path)
@@ -214,7 +218,7 @@ class BlockWorker:
 
 
 def transform_blocks(batch: dict[str, Any], spec: StageSpec) -> dict[str, Any]:
-    """A Ray Data task: blocks through an operator that needs no serving (BM25 mining)."""
+    """A Ray Data task: blocks through an operator that calls no LLM (BM25 mining)."""
     worker = BlockWorker(spec)
     try:
         return worker(batch)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rare import ChatRequest, Completion, LLMServing
-from rare.cache import Journal
+from rare.llm import Journal
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
