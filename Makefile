@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 PYSERINI_NODEPS := plugins/rare-pyserini/requirements-nodeps.txt
 
 PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-export \
-           plugins/rare-gensim $(wildcard plugins/rare-pyserini)
+           plugins/rare-gensim plugins/rare-ray $(wildcard plugins/rare-pyserini)
 RUST_SOURCES := $(wildcard rare_bm25_rs/Cargo.toml rare_bm25_rs/pyproject.toml \
                   rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py \
                   rare_bm25_rs/python/rare_bm25_rs/*.pyi)

@@ -8,6 +8,7 @@ from rare.errors import (
     PluginError,
     RareError,
     RetrieverError,
+    RunnerError,
     ServingError,
     SettingsError,
     StorageError,
@@ -25,8 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChatRequest", "Completion", "EnglishAnalyzer", "FileStorage", "InputError", "LLMServing",
-    "MissingDependencyError",
-    "MineResult", "NearDuplicateRule", "Operator", "PluginError", "RareError", "Retriever",
-    "RetrieverError", "ServingError", "SettingsError", "StepContext", "Storage", "StorageError",
-    "UnknownNameError", "hookimpl",
+    "MineResult", "MissingDependencyError", "NearDuplicateRule", "Operator", "PluginError",
+    "RareError", "Retriever", "RetrieverError", "RunnerError", "ServingError", "SettingsError",
+    "StepContext", "Storage", "StorageError", "UnknownNameError", "hookimpl",
 ]

@@ -103,12 +103,15 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML file with [pipeline], [serving], [retriever] and [[steps]].")
+              help="TOML file with [pipeline], [serving], [retriever], [runner] and "
+                   "[[steps]].")
 @click.option("--input", "input_path", help="Input rows (.json, .jsonl, .csv, .parquet).")
 @click.option("--output", "output_path", help="Where the final rows go (format by extension).")
 @click.option("--serving", help="Registered serving name (default: embedded).")
-@click.option("--api-url",
-              help="OpenAI-compatible chat-completions URL (implies --serving openai).")
+@click.option("--api-url", multiple=True,
+              help="OpenAI-compatible chat-completions URL (implies --serving openai). Give "
+                   "it again for more endpoints: a runner that spreads work (ray) spreads "
+                   "its workers over them.")
 @click.option("--model", help="Model name for the serving.")
 @click.option("-S", "--serving-option", multiple=True, help="Serving option KEY=VALUE.")
 @click.option("--retriever", help="Registered retriever name (default: tantivy, else gensim).")
@@ -134,14 +137,21 @@ def cli(verbose: bool) -> None:
 @click.option("--response-cache", "response_cache",
               help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
                    "else ~/.cache/rare-synth/responses).")
+@click.option("--runner", help="Registered runner name: local (default) or ray.")
+@click.option("--ray-address",
+              help="Address of a running Ray cluster, e.g. 10.0.0.1:6379 (implies --runner "
+                   "ray; default: $RAY_ADDRESS, else a Ray instance on this machine).")
+@click.option("-X", "--runner-option", multiple=True,
+              help="Runner option KEY=VALUE (ray: pool_size, num_cpus, num_gpus, ...).")
 def run(config_path: str | None, input_path: str | None, output_path: str | None,
-        serving: str | None, api_url: str | None, model: str | None,
+        serving: str | None, api_url: tuple[str, ...], model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, language: str | None,
         num_neg: int | None,
         cache_dir: str | None, cache_type: str | None, batch_size: int | None,
         max_samples: int | None, no_grounding: bool, no_cache: bool,
-        response_cache: str | None) -> None:
+        response_cache: str | None, runner: str | None, ray_address: str | None,
+        runner_option: tuple[str, ...]) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
     if config_path:
@@ -156,6 +166,7 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
     pipe = config.get("pipeline", {})
     serving_cfg = dict(config.get("serving", {}))
     retriever_cfg = dict(config.get("retriever", {}))
+    runner_cfg = dict(config.get("runner", {}))
     input_path = input_path or pipe.get("input")
     output_path = output_path or pipe.get("output")
     if not input_path or not output_path:
@@ -163,9 +174,20 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
     serving_name = serving or serving_cfg.pop("name", None)
     serving_opts = {k: v for k, v in serving_cfg.items() if k != "name"}
     serving_opts.update(_parse_options(serving_option, "--serving-option"))
+    runner_name = runner or runner_cfg.pop("name", None)
+    runner_opts = {k: v for k, v in runner_cfg.items() if k != "name"}
+    runner_opts.update(_parse_options(runner_option, "--runner-option"))
+    if ray_address:
+        runner_opts["address"] = ray_address
+        runner_name = runner_name or "ray"
     if api_url:
-        serving_opts["api_url"] = api_url
+        serving_opts["api_url"] = api_url[0]
         serving_name = serving_name or "openai"
+        if len(api_url) > 1:
+            if (runner_name or "local") == "local":
+                raise click.UsageError("several --api-url need a runner that spreads its "
+                                       "workers over them: add --runner ray")
+            runner_opts["api_urls"] = list(api_url)
     if model:
         serving_opts["model_name"] = model
     retriever_name = retriever or retriever_cfg.pop("name", None)
@@ -186,7 +208,8 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
                             retriever=retriever_name, retriever_options=retriever_opts,
                             batch_size=batch_size or pipe.get("batch_size"),
-                            language=language or pipe.get("language"))
+                            language=language or pipe.get("language"),
+                            runner=runner_name, runner_options=runner_opts)
         if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)
@@ -493,8 +516,9 @@ def main() -> None:
         # click turns Ctrl-C into Abort (raised from the KeyboardInterrupt)
         if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
             click.echo("\ninterrupted. Every finished LLM reply is kept in the step's journal "
-                       "(<cache dir>/*.journal) and in the response cache: run the same "
-                       "command again to resume where it stopped.", err=True)
+                       "(<cache dir>/*.journal; the ray runner keeps finished blocks and "
+                       "their journals in <cache dir>/*.blocks/) and in the response cache: "
+                       "run the same command again to resume where it stopped.", err=True)
         else:
             click.echo("aborted", err=True)
         sys.exit(130)

@@ -40,3 +40,7 @@ class ServingError(RareError):
 
 class MissingDependencyError(RareError, ImportError):
     """An optional backend is not installed; the message gives the pip line."""
+
+
+class RunnerError(RareError):
+    """A runner could not start or reach what it runs on (a cluster, its workers)."""

@@ -56,3 +56,14 @@ def register_exporters(register: Register) -> None:
     :param register: call ``register(cls, name=None, aliases=())``; the name is what users
         pass to ``rare export --format``.
     """
+
+
+@hookspec
+def register_runners(register: Register) -> None:
+    """Register pipeline runners: classes whose ``run(pipeline, storage, output_path,
+    on_stage)`` moves a pipeline's rows through its operators and returns a ``RunReport``.
+
+    :param register: call ``register(cls, name=None, aliases=())``; the name is what
+        ``Pipeline(runner=...)``, ``rare run --runner`` and ``[runner] name`` take. The
+        constructor's keyword parameters are the runner's settings.
+    """

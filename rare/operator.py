@@ -14,9 +14,11 @@ reference's style) keeps working unchanged: runners call its ``run()``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rare.errors import InputError
@@ -73,6 +75,27 @@ class Operator:
 
     def close(self) -> None:
         """Called once after the last batch, also when the step failed: release resources."""
+
+    def calls_llm(self) -> bool:
+        """Whether :meth:`transform` calls the LLM serving (a runner that spreads steps over
+        workers gives such a step workers that each hold a serving). The default: whether
+        the constructor takes ``llm_serving``."""
+        try:
+            return "llm_serving" in inspect.signature(type(self)).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def share_prepared(self, directory: Path) -> dict[str, Any] | None:
+        """For a runner that transforms on other processes: share what :meth:`prepare` builds.
+
+        Called before :meth:`open`, only when ``needs_all_rows``. An operator that can keep
+        what :meth:`prepare` builds in ``directory`` (an empty folder every worker can read)
+        arranges for that and returns constructor settings with which a fresh copy of it,
+        built elsewhere and never prepared, transforms every batch as this one would once
+        prepared and closed. The default, None, says it cannot: the runner then transforms
+        in its own process.
+        """
+        return None
 
     # -- the reference API --------------------------------------------------------------
     def run(self, storage: Any, **settings: Any) -> list[str]:

@@ -1,9 +1,10 @@
 """A pipeline: operators by registered name with their settings, checked before any work.
 
-``Pipeline(steps, serving=..., retriever=...)`` resolves every operator, retriever and
-serving name and checks every setting against the component's signature in ``__init__``,
-so a typo fails at once with the known keys; :meth:`Pipeline.run` then hands the steps to
-a runner (:class:`rare.runner.LocalRunner`) that streams the rows through them.
+``Pipeline(steps, serving=..., retriever=..., runner=...)`` resolves every operator,
+retriever, serving and runner name and checks every setting against the component's
+signature in ``__init__``, so a typo fails at once with the known keys; :meth:`Pipeline.run`
+then hands the steps to the runner (by default :class:`rare.runner.LocalRunner`, which
+streams the rows through them in this process).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rare.errors import InputError, SettingsError
 from rare.llm import LLMServing
 from rare.operator import Operator
 from rare.report import RunReport
+from rare.runner import Runner
 from rare.settings import check_settings
 
 
@@ -40,7 +42,7 @@ def rare_steps(text_key: str = "text", num_neg: int = 3) -> list[Step]:
 
 
 STEP_KEYS = ("operator", "init", "run")
-CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "steps")
+CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "runner", "steps")
 PIPELINE_KEYS = ("input", "output", "cache_path", "cache_type", "text_key", "num_neg",
                  "no_cache", "response_cache", "batch_size", "language")
 
@@ -99,15 +101,20 @@ class Pipeline:
     ``llm_serving``; ``retriever`` (a name, with ``retriever_options``) to every one that
     takes ``retriever``. ``language`` (``"en"``, ``"zh"`` or ``"auto"``; None: each
     component's default) goes to every operator that takes ``language`` and has none in
-    its step: the retriever's analyzers and the prompts' language. Every name and setting
-    is checked here, before any work.
+    its step: the retriever's analyzers and the prompts' language. ``runner`` (a
+    registered name, with ``runner_options``; default: ``local``) runs the steps; a runner
+    that works in other processes rebuilds the operators from :attr:`steps` and the serving
+    from :attr:`serving_name` and :attr:`serving_options`. Every name and setting is checked
+    here, before any work.
     """
 
     def __init__(self, steps: list[Step], serving: LLMServing | str | None = None,
                  retriever: str | None = None,
                  retriever_options: dict[str, Any] | None = None,
                  serving_options: dict[str, Any] | None = None,
-                 batch_size: int | None = None, language: str | None = None) -> None:
+                 batch_size: int | None = None, language: str | None = None,
+                 runner: str | Runner | None = None,
+                 runner_options: dict[str, Any] | None = None) -> None:
         from rare.text import check_language
 
         self.language = None if language is None else check_language(language)
@@ -115,6 +122,13 @@ class Pipeline:
         self.retriever = retriever
         self.retriever_options = dict(retriever_options or {})
         self.batch_size = batch_size
+        #: the serving by name and options (None when given as an object): what a runner
+        #: that works in other processes builds its servings from
+        self.serving_name: str | None = serving if isinstance(serving, str) else None
+        self.serving_options: dict[str, Any] = dict(serving_options or {})
+        self.runner = runner
+        self.runner_options = dict(runner_options or {})
+        self._check_runner()
         self.classes: list[type[Operator]] = [plugins.get("operators", s.operator)
                                               for s in steps]
         for n, (cls, step) in enumerate(zip(self.classes, steps), start=1):
@@ -134,6 +148,7 @@ class Pipeline:
         elif self.needs_llm():
             import rare.serving
 
+            self.serving_name = serving or rare.serving.DEFAULT
             self.serving = rare.serving.create(serving, **(serving_options or {}))
 
     def _check_step(self, n: int, cls: type[Operator], step: Step) -> None:
@@ -147,6 +162,39 @@ class Pipeline:
         else:  # an operator of the reference's style: its settings are run()'s parameters
             check_settings(cls.run, step.run, component=component, where=f"step {n}, run",
                            supplied={"storage"})
+
+    def _check_runner(self) -> None:
+        if isinstance(self.runner, str) or self.runner is None:
+            import rare.runners
+
+            rare.runners.check(self.runner, self._runner_settings())
+        elif self.runner_options:
+            raise SettingsError("runner_options are for a runner given by name, not for a "
+                                "runner object")
+        elif not isinstance(self.runner, Runner):
+            raise SettingsError(f"runner must be a registered name or an object with a "
+                                f"run() method, got {type(self.runner).__name__}")
+
+    def _runner_settings(self) -> dict[str, Any]:
+        """The runner's settings: ``runner_options``, plus the pipeline's ``batch_size``
+        when the runner takes one and the options do not set it."""
+        import rare.runners
+
+        options = dict(self.runner_options)
+        if self.batch_size is not None and "batch_size" not in options:
+            name = self.runner if isinstance(self.runner, str) else rare.runners.DEFAULT
+            cls = plugins.get("runners", name)
+            if _takes(cls, "batch_size"):
+                options["batch_size"] = self.batch_size
+        return options
+
+    def make_runner(self) -> Runner:
+        """The runner :meth:`run` uses (a new one for a runner given by name)."""
+        if self.runner is None or isinstance(self.runner, str):
+            import rare.runners
+
+            return rare.runners.create(self.runner, **self._runner_settings())
+        return self.runner
 
     def needs_llm(self) -> bool:
         return any(_wants_llm(c, s) for c, s in zip(self.classes, self.steps))
@@ -169,11 +217,10 @@ class Pipeline:
     def run(self, input_path: str | Path, output_path: str | Path, cache_path: str | Path,
             cache_type: str = "jsonl", file_name_prefix: str = "rare_cache_step",
             on_stage: Any = None) -> RunReport:
-        from rare.runner import LocalRunner
         from rare.storage import FileStorage
 
         storage = FileStorage(str(input_path), cache_path=str(cache_path),
                               file_name_prefix=file_name_prefix, cache_type=cache_type)
-        runner = LocalRunner(self.batch_size)
+        runner = self.make_runner()
         report: RunReport = runner.run(self, storage, output_path, on_stage=on_stage)
         return report

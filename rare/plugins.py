@@ -27,9 +27,9 @@ from rare import hookspecs
 from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
-KINDS = ("operators", "retrievers", "servings", "exporters")
+KINDS = ("operators", "retrievers", "servings", "exporters", "runners")
 # Modules of the core that implement hooks, registered after the entry points' plugins.
-BUILTIN_PLUGINS = ("rare.bench.references",)
+BUILTIN_PLUGINS = ("rare.bench.references", "rare.runner")
 
 # Where a well-known name comes from, for the "unknown name" message.
 INSTALL_HINTS = {
@@ -39,6 +39,7 @@ INSTALL_HINTS = {
     ("servings", "embedded"): "rare-embedded",
     ("servings", "openai"): "rare-openai",
     ("operators", "Doc2Query"): "rare-stages",
+    ("runners", "ray"): "rare-ray",
     **{("exporters", name): "rare-export"
        for name in ("sharegpt", "alpaca", "chat", "triplets", "ntuple", "beir", "hf")},
 }
@@ -122,8 +123,8 @@ class Entry:
 
 @dataclass
 class Registry:
-    """Names of one kind (operators, retrievers, servings, exporters) mapped to what
-    registered them."""
+    """Names of one kind (operators, retrievers, servings, exporters, runners) mapped to
+    what registered them."""
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)

@@ -1,5 +1,9 @@
 """The local runner: moves rows through operators, a batch at a time, owning every read and write.
 
+Runners are plugins (hook ``register_runners``); this module is a built-in plugin of the
+core that registers :class:`LocalRunner` as ``local``, the default. A runner has one method,
+:meth:`Runner.run`; its constructor's keyword parameters are its settings.
+
 For each step it reads the previous step once, in batches, checks the operator's input
 columns on the first batch, calls :meth:`Operator.transform` on each batch and writes the
 result through an atomic writer, so no step's rows need to be in memory together. An
@@ -18,9 +22,10 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from rare.formats import Records, RowWriter
+from rare.hookspecs import Register, hookimpl
 from rare.report import RunReport, StageReport, error_kind, first_error, first_warning
 from rare.settings import check_settings
 from rare.step import StepContext, StepOperator
@@ -31,6 +36,16 @@ log = logging.getLogger("rare")
 #: rows per batch; LLM stages send a whole batch to the serving's executor at once
 DEFAULT_BATCH_SIZE = 1024
 BATCH_SIZE_ENV = "RARE_BATCH_SIZE"
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What :meth:`rare.pipeline.Pipeline.run` needs from a runner."""
+
+    def run(self, pipeline: Any, storage: FileStorage, output_path: str | Path,
+            on_stage: Callable[[StageReport], None] | None = None) -> RunReport:
+        """Run every step of ``pipeline`` from ``storage``'s input to ``output_path``."""
+        ...
 
 
 def default_batch_size() -> int:
@@ -64,8 +79,10 @@ def operator_name(op: StepOperator | type) -> str:
     return cls.__name__
 
 
-def _checked(op: StepOperator, batches: Iterable[Records], ctx: StepContext) -> Iterator[Records]:
-    """The batches with ``ctx.start`` kept up to date and the first one's columns checked."""
+def checked_batches(op: StepOperator, batches: Iterable[Records],
+                    ctx: StepContext) -> Iterator[Records]:
+    """The batches with ``ctx.start`` kept up to date and the first one's columns checked
+    (a missing input column fails; an output column that exists already is warned of)."""
     start = 0
     first = True
     for batch in batches:
@@ -97,7 +114,8 @@ def run_step(op: StepOperator, storage: Storage, step: int,
     try:
         writer: RowWriter = storage.writer(step)
         with writer:
-            batches: Iterable[Records] = _checked(op, storage.batches(step - 1, batch_size), ctx)
+            batches: Iterable[Records] = checked_batches(
+                op, storage.batches(step - 1, batch_size), ctx)
             if op.needs_all_rows:
                 held = _HeldBatches()
                 op.prepare(held.keep(batches), ctx)
@@ -141,7 +159,7 @@ def run_operator(op: StepOperator, view: Any, settings: dict[str, Any],
     ctx = StepContext(source=str(getattr(view, "read_path", "input")))
     op.open(ctx)
     try:
-        checked = list(_checked(op, [rows] if rows else [], ctx))
+        checked = list(checked_batches(op, [rows] if rows else [], ctx))
         if op.needs_all_rows:
             op.prepare(checked, ctx)
         out = op.transform(rows, ctx) if rows else []
@@ -153,7 +171,11 @@ def run_operator(op: StepOperator, view: Any, settings: dict[str, Any],
 
 
 class LocalRunner:
-    """Runs a :class:`rare.pipeline.Pipeline` in this process, streaming each step."""
+    """Runs a :class:`rare.pipeline.Pipeline` in this process, streaming each step.
+
+    ``batch_size``: rows read, transformed and written at a time (default:
+    ``$RARE_BATCH_SIZE``, else 1024).
+    """
 
     def __init__(self, batch_size: int | None = None) -> None:
         batch_size = batch_size or default_batch_size()
@@ -163,7 +185,7 @@ class LocalRunner:
 
     def run(self, pipeline: Any, storage: FileStorage, output_path: str | Path,
             on_stage: Callable[[StageReport], None] | None = None) -> RunReport:
-        from rare.formats import format_of, iter_batches
+        from rare.formats import format_of
         from rare.storage import remove_journals
 
         started = time.perf_counter()
@@ -178,21 +200,14 @@ class LocalRunner:
             for n, (cls, step) in enumerate(zip(pipeline.classes, pipeline.steps), start=1):
                 op = pipeline.build(cls, step)
                 last = n == count
+                sinks: list[Callable[[Records], None]] = []
+                if last:
+                    sinks = [output.write, failure_counter(row_failures, row_warnings)]
                 if op.is_transform():
                     op.configure(**step.run)
-                    sinks: list[Callable[[Records], None]] = []
-                    if last:
-                        sinks = [output.write, _failure_counter(row_failures, row_warnings)]
                     stats = run_step(op, storage, n, self.batch_size, sinks)
                 else:
-                    view = _view(storage, n)
-                    op.run(view, **step.run)
-                    stats = dict(getattr(op, "stats", {}) or {})
-                    if last:  # its file is the only place its rows are
-                        count_failures = _failure_counter(row_failures, row_warnings)
-                        for batch in iter_batches(storage.path_for_step(n), self.batch_size):
-                            output.write(batch)
-                            count_failures(batch)
+                    stats = run_reference_step(op, storage, n, step.run, self.batch_size, sinks)
                 if n == 1:
                     rows_in = int(stats.get("rows_in", 0))
                 if last:
@@ -218,6 +233,23 @@ class LocalRunner:
         )
 
 
+def run_reference_step(op: Any, storage: FileStorage, step: int, settings: dict[str, Any],
+                       batch_size: int = DEFAULT_BATCH_SIZE,
+                       sinks: Iterable[Callable[[Records], None]] = ()) -> dict[str, Any]:
+    """Run an operator of the reference's style (its own ``run()`` reads and writes) for
+    ``step``; its output is then read once for ``sinks``. Returns its stats."""
+    from rare.formats import iter_batches
+
+    op.run(_view(storage, step), **settings)
+    stats = dict(getattr(op, "stats", {}) or {})
+    sinks = list(sinks)
+    if sinks:  # its file is the only place its rows are
+        for batch in iter_batches(storage.path_for_step(step), batch_size):
+            for sink in sinks:
+                sink(batch)
+    return stats
+
+
 def _view(storage: FileStorage, step: int) -> FileStorage:
     """The reference's view for the operator that writes ``step``."""
     view = FileStorage(storage.first_entry_file_name, storage.cache_path,
@@ -226,8 +258,11 @@ def _view(storage: FileStorage, step: int) -> FileStorage:
     return view
 
 
-def _failure_counter(counter: Counter[str],
-                     warnings: Counter[str] | None = None) -> Callable[[Records], None]:
+def failure_counter(counter: Counter[str],
+                    warnings: Counter[str] | None = None) -> Callable[[Records], None]:
+    """A sink that counts the rows that carry an ``*_error`` by the error's kind (and, in
+    ``warnings``, those that carry only a ``*_warning``)."""
+
     def count(rows: Records) -> None:
         for row in rows:
             error = first_error(row)
@@ -239,3 +274,8 @@ def _failure_counter(counter: Counter[str],
                     warnings[error_kind(warning)] += 1
 
     return count
+
+
+@hookimpl
+def register_runners(register: Register) -> None:
+    register(LocalRunner, name="local")

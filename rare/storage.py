@@ -103,6 +103,23 @@ class FileStorage:
     def location(self, step: int) -> str:
         return str(self.path_for_step(step))
 
+    # -- blocks (runners that spread a step over workers) -----------------------------------
+    def blocks_path(self, step: int) -> Path:
+        """The folder of ``step``'s blocks: each finished block's rows and each block's
+        journal, kept by a runner that works block by block (``rare-ray``) to resume."""
+        path = self.path_for_step(step)
+        return path.with_name(path.name + ".blocks")
+
+    def block_journal_path(self, step: int, block: int) -> Path:
+        """Where the journal of block ``block`` of ``step`` keeps its lines."""
+        return self.blocks_path(step) / f"block-{block:06d}.journal"
+
+    def block_journal(self, step: int, block: int) -> Journal:
+        """The journal of the LLM replies that go into block ``block`` of ``step``."""
+        from rare.llm.journal import Journal
+
+        return Journal(self.block_journal_path(step, block))
+
     # -- the reference's view API ---------------------------------------------------------
     def step(self) -> FileStorage:
         """Advance to the next operator and return a view bound to that step."""
@@ -142,3 +159,11 @@ def remove_journals(storage: Storage, steps: Iterable[int]) -> None:
             os.unlink(storage.journal_path(step))
         except FileNotFoundError:
             pass
+
+
+def remove_blocks(storage: FileStorage, steps: Iterable[int]) -> None:
+    """Delete the block folders of ``steps`` (a finished run needs none)."""
+    import shutil
+
+    for step in steps:
+        shutil.rmtree(storage.blocks_path(step), ignore_errors=True)

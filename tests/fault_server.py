@@ -39,11 +39,14 @@ seed, temperature, ReasonDistill scenario, a hash of the user message, and the r
 ``GET /stats`` returns the counts and the log,
 ``POST /admin/rules`` replaces the rules (``{"rules": [...], "delay": s}``) and resets the
 counts, ``POST /admin/reset`` resets the counts. ``delay`` seconds are waited before
-every reply. A call whose client hung up before the reply (timeout, killed process) is logged
+every reply; with ``concurrency`` set, at most that many chat requests are served at a time
+(the others queue), as a model server with that many slots would. A call whose client hung
+up before the reply (timeout, killed process) is logged
 as ``abandoned``.
 
 Run it in a thread (:class:`FaultServer`) or as a process that outlives a killed client:
-``python tests/fault_server.py --port-file F [--log F] [--delay S] [--rules JSON]``
+``python tests/fault_server.py --port-file F [--log F] [--delay S] [--concurrency N]
+[--rules JSON]``
 (:class:`FaultServerProcess`). The process stops by itself after ``--max-seconds``.
 """
 
@@ -169,9 +172,11 @@ class State:
     """Rules, counters and the call log, shared by the handler threads."""
 
     def __init__(self, rules: list[dict[str, Any]] | None = None, delay: float = 0.0,
-                 log_path: str | None = None, upstream: str | None = None) -> None:
+                 log_path: str | None = None, upstream: str | None = None,
+                 concurrency: int | None = None) -> None:
         self.lock = threading.Lock()
         self.delay = delay
+        self.slots = threading.BoundedSemaphore(concurrency) if concurrency else None
         self.upstream = upstream
         self.log_path = log_path
         self.set_rules(rules or [], delay)
@@ -312,6 +317,9 @@ class Handler(BaseHTTPRequestHandler):
                                  "temperature": body.get("temperature"),
                                  "scenario": scenario_line(body),
                                  "user_sha": user_digest(body.get("messages", []))}
+        if state.slots is not None:
+            state.slots.acquire()
+        entry["served"] = time.time()  # after the wait for a slot
         try:
             if state.delay:
                 time.sleep(state.delay)
@@ -327,6 +335,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["abandoned"] = True
             self.close_connection = True
         finally:
+            if state.slots is not None:
+                state.slots.release()
             entry["t1"] = time.time()
             state.record(entry)
 
@@ -464,7 +474,7 @@ class FaultServerProcess(_Control):
 
     def __init__(self, workdir: Path, rules: list[dict[str, Any]] | None = None,
                  delay: float = 0.0, max_seconds: float = 600.0,
-                 upstream: str | None = None) -> None:
+                 upstream: str | None = None, concurrency: int | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / "fault_server.port"
         self.log_file = workdir / "fault_server.log"
@@ -472,7 +482,8 @@ class FaultServerProcess(_Control):
             [sys.executable, __file__, "--port-file", str(self.port_file),
              "--log", str(self.log_file), "--delay", str(delay),
              "--rules", json.dumps(rules or []), "--max-seconds", str(max_seconds),
-             *(["--upstream", upstream] if upstream else [])],
+             *(["--upstream", upstream] if upstream else []),
+             *(["--concurrency", str(concurrency)] if concurrency else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
@@ -509,12 +520,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-file", required=True, help="written once the port is bound")
     parser.add_argument("--log", help="JSONL file with one line per call")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="chat requests served at a time (0: no limit)")
     parser.add_argument("--rules", default="[]", help="JSON list of fault rules")
     parser.add_argument("--upstream", help="proxy to this OpenAI-compatible base URL")
     parser.add_argument("--max-seconds", type=float, default=600.0,
                         help="stop after this long whatever happens")
     args = parser.parse_args(argv)
-    state = State(json.loads(args.rules), args.delay, args.log, args.upstream)
+    state = State(json.loads(args.rules), args.delay, args.log, args.upstream,
+                  args.concurrency or None)
     httpd = Server(state, args.port)
     tmp = Path(args.port_file + ".tmp")
     tmp.write_text(str(httpd.server_address[1]))

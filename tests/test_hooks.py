@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 import pytest
 
+import rare
 import rare.operators
 import rare.retrievers
 import rare.serving
@@ -199,6 +200,44 @@ def test_hook_register_servings(calls, in_test_plugin) -> None:
     assert info["in-test-empty"]["registered"]["servings"] == []
     _assert_called_through_pluggy(calls, "register_servings", "in-test-servings")
     _assert_called_through_pluggy(calls, "register_servings", "in-test-empty")
+
+
+class Recording:
+    """A runner that runs nothing and remembers what it was given."""
+
+    runs: list[tuple[Any, ...]] = []
+
+    def __init__(self, label: str = "x") -> None:
+        self.label = label
+
+    def run(self, pipeline: Any, storage: Any, output_path: Any, on_stage: Any = None) -> str:
+        Recording.runs.append((self.label, pipeline, storage.first_entry_file_name,
+                               str(output_path)))
+        return "report"
+
+
+def test_hook_register_runners(calls, in_test_plugin, tmp_path) -> None:
+    import rare.runners
+    from rare.pipeline import Pipeline, Step
+
+    class Plugin:
+        @hookimpl
+        def register_runners(self, register: hookspecs.Register) -> None:
+            register(Recording, name="recording", aliases=["rec"])
+
+    in_test_plugin(Plugin(), "in-test-runners")
+    registry = get_registry("runners")
+    assert registry.entries["recording"].plugin == "in-test-runners"
+    assert registry.entries["local"].plugin == "rare.runner"  # the core's own, built in
+    assert rare.runners.rec is Recording and "recording" in rare.runners.names()
+    pipeline = Pipeline([Step("BM25HardNeg")], runner="rec", runner_options={"label": "y"})
+    assert pipeline.run(tmp_path / "in.jsonl", tmp_path / "out.jsonl",
+                        cache_path=tmp_path / "cache") == "report"
+    assert Recording.runs == [("y", pipeline, str(tmp_path / "in.jsonl"),
+                               str(tmp_path / "out.jsonl"))]
+    with pytest.raises(rare.SettingsError, match=r"unknown setting 'lable' for runner 'rec'"):
+        Pipeline([Step("BM25HardNeg")], runner="rec", runner_options={"lable": "y"})
+    _assert_called_through_pluggy(calls, "register_runners", "in-test-runners")
 
 
 class UpperJsonl(Exporter):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 from rare import LLMServing, Operator, Retriever, StepContext
@@ -192,6 +194,33 @@ class BM25HardNeg(Operator):
         return columns
 
     # -- the step ----------------------------------------------------------------------------
+    def calls_llm(self) -> bool:
+        """Only the false-negative judge calls the LLM; mining alone does not."""
+        return self.judge is not None
+
+    def share_prepared(self, directory: Path) -> dict[str, Any] | None:
+        """Build the index in ``directory`` (a retriever that keeps its index in a folder,
+        such as tantivy's ``path``); workers open it there and mine without indexing."""
+        import rare.retrievers
+        from rare import plugins
+
+        if isinstance(self.retriever_spec, Retriever) or not self.index_rows:
+            return None
+        name = self.retriever_spec or rare.retrievers.default_name()
+        cls = plugins.get("retrievers", name)
+        try:
+            takes_path = "path" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            takes_path = False
+        if not takes_path:
+            return None
+        self.retriever_spec = name
+        self.retriever_options = {**self.retriever_options,
+                                  "path": str(Path(directory) / "index")}
+        return {"retriever": name, "retriever_options": dict(self.retriever_options),
+                "num_neg": self.num_neg, "start_rank": self.start_rank,
+                "index_rows": False, "threads": self.threads}
+
     def open(self, ctx: StepContext) -> None:
         super().open(ctx)
         self.tally = Tally(self.judge.serving if self.judge is not None else None)
