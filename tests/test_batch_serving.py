@@ -126,6 +126,9 @@ def test_a_batch_serving_runs_the_stages_with_cache_and_resume(llama, corpus, tm
     assert again.batches == [] and again.usage["cache_hits"] == asked
 
     # resume without the cache: Ctrl-C while the next-to-last batch runs, then again
+    # Python's own SIGINT handler, whatever the launching shell did (a background job
+    # starts with SIGINT ignored, or a library may have reset it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stopped = LlamaBatchServing(llama, interrupt_at=len(first.batches) - 1)
     stopped.use_cache(False)
     stopped.drain_seconds = 600  # the batch in flight ends before the engine is used again
