@@ -6,13 +6,13 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 PYSERINI_NODEPS := plugins/rare-pyserini/requirements-nodeps.txt
 
-PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-gensim \
-           $(wildcard plugins/rare-pyserini)
+PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-export \
+           plugins/rare-gensim $(wildcard plugins/rare-pyserini)
 RUST_SOURCES := $(wildcard rare_bm25_rs/Cargo.toml rare_bm25_rs/pyproject.toml \
                   rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py \
                   rare_bm25_rs/python/rare_bm25_rs/*.pyi)
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ install: $(VENV)/.python-installed $(VENV)/.rust-installed
 demo: install
 	$(BIN)/rare demo
 
-test: install
+# `rare view`'s tests open the page in headless Chromium, Debian's package: installed here
+# when missing and we are root with apt (about a minute); elsewhere those tests skip.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; \
+	then :; elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "no chromium and no root apt-get: the browser tests of rare view will skip"; fi
+
+test: install browser
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 # Static checks: ruff on the Python, mypy on the core, the Rust extension checked against its

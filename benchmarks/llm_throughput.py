@@ -9,8 +9,10 @@ Then Doc2Query requests (the stage's own prompt, schema and reply length, one pe
 document, no two alike) go through ``APILLMServing_request`` and the batch executor at
 each ``max_workers``, with the step's journal on and the response cache off, as in
 ``rare run --no-cache`` (``--cache`` turns a new one on). Ideal throughput is
-``max_workers / latency``; a batch is ``--waves`` times ``max_workers`` requests, after one
-warm-up wave that opens the connections. Run it on a quiet machine::
+``max_workers / latency``; ``--http-client`` picks the serving's transport (``auto``: the
+openai client up to 64 in flight, aiohttp above). A batch is ``--waves`` times
+``max_workers`` requests, after one warm-up wave that opens the connections. Run it on a
+quiet machine::
 
     python benchmarks/llm_throughput.py [--workers 20,64,256] [--latency 0.3] [--waves 8]
 """
@@ -177,7 +179,8 @@ def doc2query_requests(count: int) -> list[Any]:
 
 
 def measure(endpoint: Endpoint, url: str, workers: int, latency: float, waves: int,
-            journal_dir: Path, cache: bool = False) -> dict[str, Any]:
+            journal_dir: Path, cache: bool = False, http_client: str = "auto"
+            ) -> dict[str, Any]:
     from rare_openai import APILLMServing_request  # (not through the registry: no plugins)
 
     from rare.llm import Journal, ResponseCache
@@ -186,7 +189,8 @@ def measure(endpoint: Endpoint, url: str, workers: int, latency: float, waves: i
     requests = doc2query_requests(count + workers)
     serving = APILLMServing_request(api_url=url, model_name="bench", max_workers=workers,
                                     max_retries=0, timeout=60.0,
-                                    structured_output="json_schema")
+                                    structured_output="json_schema", http_client=http_client)
+    transport = serving.transport
     serving.use_cache(ResponseCache(journal_dir / f"cache{workers}") if cache else False)
     try:
         serving.generate(requests[count:])  # warm-up: the client and its connections
@@ -201,7 +205,8 @@ def measure(endpoint: Endpoint, url: str, workers: int, latency: float, waves: i
         serving.close()
     failed = sum(not r.ok for r in replies)
     ideal = workers / latency
-    return {"max_workers": workers, "cache": cache, "requests": count, "failed": failed,
+    return {"max_workers": workers, "transport": transport, "cache": cache,
+            "requests": count, "failed": failed,
             "seconds": round(elapsed, 3), "req_per_s": round(count / elapsed, 1),
             "ideal_req_per_s": round(ideal, 1), "ratio": round(count / elapsed / ideal, 3),
             "client_cpu_ms_per_request": round(cpu * 1000 / count, 3),
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--cache", action="store_true",
                         help="with the response cache on (a new one), as `rare run` has it")
+    parser.add_argument("--http-client", default="auto", choices=["auto", "openai", "aiohttp"],
+                        help="the serving's HTTP transport (default: auto)")
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
@@ -230,9 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = Endpoint(args.latency)
     with endpoint as url, tempfile.TemporaryDirectory() as tmp:
         for w in workers:
-            row = measure(endpoint, url, w, args.latency, args.waves, Path(tmp), args.cache)
+            row = measure(endpoint, url, w, args.latency, args.waves, Path(tmp), args.cache,
+                          args.http_client)
             rows.append(row)
-            print(f"max_workers {w:4d}: {row['requests']:5d} requests in {row['seconds']:6.2f} s"
+            print(f"max_workers {w:4d} ({row['transport']}): {row['requests']:5d} requests in "
+                  f"{row['seconds']:6.2f} s"
                   f" = {row['req_per_s']:7.1f}/s, ideal {row['ideal_req_per_s']:7.1f}/s, "
                   f"ratio {row['ratio']:.3f} (failed {row['failed']}; CPU a request: client "
                   f"{row['client_cpu_ms_per_request']:.3f} ms, endpoint "

@@ -15,6 +15,7 @@ from rare import plugins
 from rare.errors import RareError
 from rare.pipeline import Pipeline, check_config, rare_steps, steps_from_config
 from rare.report import RunReport, StageReport
+from rare.runinfo import write_run_info
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -36,6 +37,24 @@ def _print_stage(report: StageReport) -> None:
                f"{s.get('seconds', 0):.1f} s -> {report.output}", err=True)
 
 
+def _negative_lines(stage: StageReport) -> list[str]:
+    """A mining stage's skipped candidates and its judge's work, when it reports them."""
+    s, lines = stage.stats, []
+    reasons = [("same_id", "same id"), ("near_duplicate", "near-duplicate"),
+               ("above_margin", "above the margin"), ("outside_window", "outside the window")]
+    if any(f"skipped_{key}" in s for key, _ in reasons):
+        counts = ", ".join(f"{label} {s.get(f'skipped_{key}', 0)}" for key, label in reasons)
+        lines.append(f"  {stage.name} skipped candidates: {counts}")
+    if "judge_calls" in s:
+        control = s.get("judge_control", 0)
+        lines.append(f"  {stage.name} judge: {s['judge_calls']} questions, "
+                     f"{s.get('judge_dropped', 0)} negatives dropped as answering, "
+                     f"{s.get('judge_failed', 0)} unanswered; control: "
+                     f"{s.get('judge_control_no', 0)} of {control} positives judged "
+                     "not to answer")
+    return lines
+
+
 def print_summary(report: RunReport) -> None:
     click.echo("")
     click.echo(f"rare run: {report.input} -> {report.output}")
@@ -46,6 +65,9 @@ def print_summary(report: RunReport) -> None:
         s = stage.stats
         click.echo(f"  {stage.name:<16}{s.get('rows_out', 0):>6}{s.get('failed', 0):>8}"
                    f"{s.get('tokens', 0):>10}{s.get('seconds', 0.0):>10.1f}")
+    for stage in report.stages:
+        for line in _negative_lines(stage):
+            click.echo(line)
     usage = report.usage
     if usage:
         click.echo(f"  LLM calls {usage.get('calls', 0)}, prompt tokens "
@@ -57,6 +79,17 @@ def print_summary(report: RunReport) -> None:
     if report.row_failures:
         reasons = ", ".join(f"{k}: {v}" for k, v in report.row_failures.most_common())
         click.echo(f"  failed rows by reason: {reasons}")
+    if report.row_warnings:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report.row_warnings.most_common())
+        click.echo(f"  rows kept with a warning: {reasons}")
+    for stage in report.stages:
+        s = stage.stats
+        judged, grounded, samples = s.get("judged", 0), s.get("grounded", 0), \
+            s.get("samples", 0)
+        if judged:
+            click.echo(f"  {stage.name}: grounded {grounded} of {judged} "
+                       f"({100 * grounded / judged:.0f}%), samples {samples}, "
+                       f"{samples / judged:.1f} per reply kept")
     click.echo(f"  total {report.seconds:.1f} s")
 
 
@@ -81,12 +114,22 @@ def cli(verbose: bool) -> None:
 @click.option("--retriever", help="Registered retriever name (default: tantivy, else gensim).")
 @click.option("-R", "--retriever-option", multiple=True, help="Retriever option KEY=VALUE.")
 @click.option("--text-key", help="Field holding the document text (default: text).")
+@click.option("--language",
+              help="Language of the documents: en (default for retrieval), zh, or auto "
+                   "(picked from the texts' scripts). Sets the retriever's analyzer and the "
+                   "prompts' language (by default each document's own).")
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
 @click.option("--batch-size", type=int,
               help="Rows read, transformed and written at a time (default: 1024, or "
                    "$RARE_BATCH_SIZE).")
+@click.option("--max-samples", type=int,
+              help="ReasonDistill: replies asked for per row until one is grounded "
+                   "(default: 4).")
+@click.option("--no-grounding", is_flag=True,
+              help="ReasonDistill: keep the first reply, grounded or not (no rejection "
+                   "sampling).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the LLM response cache.")
 @click.option("--response-cache", "response_cache",
               help="Directory of the LLM response cache (default: $RARE_CACHE_DIR/responses, "
@@ -94,8 +137,10 @@ def cli(verbose: bool) -> None:
 def run(config_path: str | None, input_path: str | None, output_path: str | None,
         serving: str | None, api_url: str | None, model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
-        retriever_option: tuple[str, ...], text_key: str | None, num_neg: int | None,
-        cache_dir: str | None, cache_type: str | None, batch_size: int | None, no_cache: bool,
+        retriever_option: tuple[str, ...], text_key: str | None, language: str | None,
+        num_neg: int | None,
+        cache_dir: str | None, cache_type: str | None, batch_size: int | None,
+        max_samples: int | None, no_grounding: bool, no_cache: bool,
         response_cache: str | None) -> None:
     """Run Doc2Query, BM25HardNeg and ReasonDistill (or the config's steps) on a file."""
     config: dict[str, Any] = {}
@@ -132,9 +177,16 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         else:
             steps = rare_steps(text_key or pipe.get("text_key", "text"),
                                num_neg or pipe.get("num_neg", 3))
+        for step in steps:
+            if step.operator in ("ReasonDistill", "RAREReasonDistillGenerator"):
+                if max_samples is not None:
+                    step.init["max_samples"] = max_samples
+                if no_grounding:
+                    step.init["grounding"] = False
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
                             retriever=retriever_name, retriever_options=retriever_opts,
-                            batch_size=batch_size or pipe.get("batch_size"))
+                            batch_size=batch_size or pipe.get("batch_size"),
+                            language=language or pipe.get("language"))
         if pipeline.serving is not None:
             if no_cache or pipe.get("no_cache"):
                 pipeline.serving.use_cache(False)
@@ -145,6 +197,7 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
                                   cache_path=cache_dir or pipe.get("cache_path", "./cache"),
                                   cache_type=cache_type or pipe.get("cache_type", "jsonl"),
                                   on_stage=_print_stage)
+            write_run_info(pipeline, report)
         except KeyboardInterrupt:
             if pipeline.serving is not None:
                 usage = pipeline.serving.usage
@@ -240,11 +293,14 @@ def retrievers_cmd(as_json: bool) -> None:
               help="Tokens of each document the LLM sees (keeps the demo to minutes).")
 @click.option("--reply-tokens", type=int, default=768, show_default=True,
               help="Longest reasoning the LLM may write.")
+@click.option("--max-samples", type=int, default=2, show_default=True,
+              help="ReasonDistill: replies asked for per row until one is grounded.")
 @click.option("--export-only", is_flag=True, help="Write the documents and stop.")
 @click.option("--serving", help="Registered serving name (default: embedded).")
-def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_only: bool,
-         serving: str | None) -> None:
-    """Export the Python language reference that ships with CPython and run RARE on it."""
+def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, max_samples: int,
+         export_only: bool, serving: str | None) -> None:
+    """Export the Python language reference that ships with CPython, run RARE on it and
+    write a page to look at the result (rare view)."""
     from rare.demo import export_python_docs
 
     base = Path(out_dir)
@@ -257,23 +313,107 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 
     steps = rare_steps("text")
     steps[0].init["max_doc_tokens"] = doc_tokens
-    steps[2].init.update(max_doc_tokens=doc_tokens, max_tokens=reply_tokens)
+    steps[2].init.update(max_doc_tokens=doc_tokens, max_tokens=reply_tokens,
+                         max_samples=max_samples)
+    from rare.view import build_page
+
     try:
         with rare.serving.create(serving) as llm:
-            report = Pipeline(steps, serving=llm).run(
-                docs.path, base / "rare_output.jsonl", cache_path=base / "cache",
-                on_stage=_print_stage)
+            pipeline = Pipeline(steps, serving=llm)
+            report = pipeline.run(docs.path, base / "rare_output.jsonl",
+                                  cache_path=base / "cache", on_stage=_print_stage)
+            write_run_info(pipeline, report)
+        page = build_page(report.output, base / "rare_output.html")
     except RareError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(report)
+    click.echo(f"\nrare view: {page.rows} rows -> {page.path}")
+    click.echo(f"  open it in a browser to look at every row: {page.path.resolve().as_uri()}")
+    click.echo(f"  export for training: rare export {report.output} --format chat "
+               f"--out {base / 'export'}")
+
+
+@cli.command("export")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", required=True,
+              help="An exporter: sharegpt, alpaca, chat, triplets, ntuple, beir, hf (see "
+                   "`rare plugins`).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Directory to write (replaced only with --force).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--include-failed", is_flag=True,
+              help="Keep failed, ungrounded and wrong-answer rows (left out by default).")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Share of the kept rows for a validation split (seeded shuffle).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--name", default="rare", show_default=True,
+              help="Dataset name (LLaMA-Factory's dataset_info.json entry, the card's title).")
+@click.option("--text-key", help="Column of the documents' text (default: the run's).")
+@click.option("--push-to-hub", "push_to_hub", metavar="REPO",
+              help="With --format hf: push to this Hugging Face dataset repository; the "
+                   "token comes from $HF_TOKEN and is never written.")
+def export_cmd(source: str, fmt: str, out: str, force: bool, include_failed: bool,
+               val_fraction: float, seed: int, name: str, text_key: str | None,
+               push_to_hub: str | None) -> None:
+    """Turn a run's output (SOURCE) into what a trainer reads."""
+    import os
+
+    from rare.export import export
+
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    try:
+        result = export(source, fmt, out, force=force, include_failed=include_failed,
+                        val_fraction=val_fraction, seed=seed, name=name,
+                        push_to_hub=push_to_hub, token=token if push_to_hub else None,
+                        text_key=text_key)
+    except RareError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = result.counts
+    splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items()) or "no rows"
+    click.echo(f"rare export: {source} -> {result.out} ({fmt})")
+    click.echo(f"  rows {counts['rows']}, kept {counts['kept']} ({splits})")
+    if counts["left_out"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in counts["left_out"].items())
+        hint = "" if include_failed else " (--include-failed keeps failed and ungrounded rows)"
+        click.echo(f"  left out: {reasons}{hint}")
+    for path in result.files:
+        click.echo(f"  wrote {path}")
+    if push_to_hub:
+        click.echo(f"  pushed to https://huggingface.co/datasets/{push_to_hub}")
+
+
+@cli.command("view")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="The HTML file to write (default: SOURCE with .html).")
+@click.option("--max-rows", type=int, default=2000, show_default=True,
+              help="Rows the page holds; a larger run is shown as a seeded sample (the "
+                   "summary still counts every row).")
+@click.option("--page-size", type=int, default=25, show_default=True,
+              help="Rows rendered per page.")
+def view_cmd(source: str, out: str | None, max_rows: int, page_size: int) -> None:
+    """Write one self-contained HTML page for looking at a run's output (SOURCE)."""
+    from rare.view import build_page
+
+    if max_rows < 1 or page_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-rows/--page-size")
+    try:
+        result = build_page(source, out, max_rows=max_rows, page_size=page_size)
+    except (RareError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    shown = "" if result.shown == result.rows else f" (a sample of {result.shown})"
+    click.echo(f"rare view: {result.rows} rows{shown} -> {result.path}")
+    click.echo(f"  open it in a browser: {result.path.resolve().as_uri()}")
 
 
 @cli.command()
 @click.option("--corpus", required=True,
               help="JSONL or JSONL.gz documents with an id (_id/id) and text (text/contents).")
 @click.option("--queries", required=True,
-              help="Queries: 'qid<TAB>query' lines (TSV) or a TREC topics file.")
-@click.option("--qrels", help="TREC qrels, for nDCG@10, recall@k and the mining positives.")
+              help="Queries: 'qid<TAB>query' lines (TSV), BEIR queries.jsonl, or a TREC "
+                   "topics file.")
+@click.option("--qrels", help="TREC or BEIR (qrels/test.tsv) qrels, for nDCG@10, recall@k "
+                                "and the mining positives.")
 @click.option("--backends", default=None,
               help="Comma-separated registered retrievers (default: every registered one "
                    "but the references).")
@@ -294,6 +434,9 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
 @click.option("--title-field", help="Field of a title to put before the text (default: none).")
 @click.option("--repeat", type=int, default=3, show_default=True,
               help="Timed runs of search and of mining; the median is reported.")
+@click.option("--language", default="en", show_default=True,
+              help="Language of the corpus: en, zh (each backend's Chinese analyzer: CJK "
+                   "bigrams; bm25s: jieba), or auto.")
 @click.option("--min-overlap", type=float, default=0.9, show_default=True,
               help="Warn when two backends share less of their top-10 lists.")
 @click.option("--out", default="bench-results", show_default=True,
@@ -303,11 +446,14 @@ def demo(out_dir: str, limit: int, doc_tokens: int, reply_tokens: int, export_on
               help="Measure every backend in this process (no per-backend peak memory).")
 @click.option("--timeout", type=float, default=1800, show_default=True,
               help="Seconds one backend at one thread count may take.")
+@click.option("--no-negatives", is_flag=True,
+              help="Skip the mining options' speed and the false-negative table.")
 def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
           references: str, k: int, threads: str, k1: float, b: float, num_neg: int,
           max_docs: int | None, max_queries: int | None, id_field: str | None,
-          text_field: str | None, title_field: str | None, repeat: int, min_overlap: float,
-          out: str, in_process: bool, timeout: float) -> None:
+          text_field: str | None, title_field: str | None, repeat: int, language: str,
+          min_overlap: float, out: str, in_process: bool, timeout: float,
+          no_negatives: bool) -> None:
     """Hard-negative mining speed of BM25 backends side by side, after checking that they
     agree (top-10 overlap) and how good they are (nDCG@10, recall@k against the qrels)."""
     from rare.bench import BenchConfig, DataSpec, run_bench
@@ -332,7 +478,8 @@ def bench(corpus: str, queries: str, qrels: str | None, backends: str | None,
                           title_field),
             backends=backend_names, threads=thread_counts, references=_names(references),
             k=k, k1=k1, b=b, num_neg=num_neg, repeat=repeat, out=out,
-            min_overlap=min_overlap, timeout=timeout, in_process=in_process)
+            min_overlap=min_overlap, timeout=timeout, in_process=in_process,
+            language=language, negatives=not no_negatives)
         run_bench(config, echo=click.echo,
                   progress=lambda line: click.echo(line, err=True))
     except RareError as exc:

@@ -49,17 +49,28 @@ def read_topics(path: str | Path) -> dict[str, str]:
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels (``qid iteration doc_id relevance`` per line) as ``{qid: {doc_id: rel}}``."""
+    """Qrels as ``{qid: {doc_id: rel}}``: TREC's ``qid iteration doc_id relevance`` lines,
+    or BEIR's ``query-id corpus-id score`` TSV (its header line is skipped)."""
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 4:
-                raise ValueError(f"{path}:{lineno}: expected 4 columns, got {line!r}")
-            qid, _, doc_id, rel = parts
-            qrels.setdefault(qid, {})[doc_id] = int(rel)
+            if len(parts) == 3:
+                if lineno == 1 and not parts[2].lstrip("-").isdigit():
+                    continue  # BEIR's header
+                qid, doc_id, rel = parts
+            elif len(parts) == 4:
+                qid, _, doc_id, rel = parts
+            else:
+                raise ValueError(f"{path}:{lineno}: expected 4 columns (TREC) or 3 (BEIR), "
+                                 f"got {line!r}")
+            try:
+                qrels.setdefault(qid, {})[doc_id] = int(rel)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: relevance {rel!r} is not an integer") \
+                    from None
     return qrels
 
 

@@ -46,3 +46,13 @@ def register_servings(register: Register) -> None:
 
     :param register: call ``register(cls, name=None, aliases=())`` for each serving.
     """
+
+
+@hookspec
+def register_exporters(register: Register) -> None:
+    """Register exporters that turn a run's rows into what a trainer reads (subclasses of
+    :class:`rare.export.Exporter`).
+
+    :param register: call ``register(cls, name=None, aliases=())``; the name is what users
+        pass to ``rare export --format``.
+    """

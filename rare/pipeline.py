@@ -42,7 +42,7 @@ def rare_steps(text_key: str = "text", num_neg: int = 3) -> list[Step]:
 STEP_KEYS = ("operator", "init", "run")
 CONFIG_SECTIONS = ("pipeline", "serving", "retriever", "steps")
 PIPELINE_KEYS = ("input", "output", "cache_path", "cache_type", "text_key", "num_neg",
-                 "no_cache", "response_cache", "batch_size")
+                 "no_cache", "response_cache", "batch_size", "language")
 
 
 def check_config(config: dict[str, Any], source: str = "config") -> None:
@@ -81,20 +81,36 @@ def _takes(cls: type, param: str) -> bool:
         return False
 
 
+def _wants_llm(cls: type, step: Step) -> bool:
+    """Whether a step needs the pipeline's serving: its constructor takes ``llm_serving``,
+    unless the class's ``wants_llm(init)`` says its settings do not use it (BM25HardNeg
+    takes one only to judge its negatives)."""
+    if not _takes(cls, "llm_serving"):
+        return False
+    wants = getattr(cls, "wants_llm", None)
+    return bool(wants(step.init)) if callable(wants) else True
+
+
 class Pipeline:
     """Operators run one after another over a file.
 
     ``serving`` (an :class:`LLMServing`, or a registered name with ``serving_options``;
     default: the embedded model) is handed to every operator whose constructor takes
     ``llm_serving``; ``retriever`` (a name, with ``retriever_options``) to every one that
-    takes ``retriever``. Every name and setting is checked here, before any work.
+    takes ``retriever``. ``language`` (``"en"``, ``"zh"`` or ``"auto"``; None: each
+    component's default) goes to every operator that takes ``language`` and has none in
+    its step: the retriever's analyzers and the prompts' language. Every name and setting
+    is checked here, before any work.
     """
 
     def __init__(self, steps: list[Step], serving: LLMServing | str | None = None,
                  retriever: str | None = None,
                  retriever_options: dict[str, Any] | None = None,
                  serving_options: dict[str, Any] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, language: str | None = None) -> None:
+        from rare.text import check_language
+
+        self.language = None if language is None else check_language(language)
         self.steps = steps
         self.retriever = retriever
         self.retriever_options = dict(retriever_options or {})
@@ -133,7 +149,7 @@ class Pipeline:
                            supplied={"storage"})
 
     def needs_llm(self) -> bool:
-        return any(_takes(c, "llm_serving") for c in self.classes)
+        return any(_wants_llm(c, s) for c, s in zip(self.classes, self.steps))
 
     def build(self, cls: type[Operator], step: Step) -> Operator:
         kwargs = dict(step.init)
@@ -143,6 +159,11 @@ class Pipeline:
             kwargs["retriever"] = self.retriever
             if _takes(cls, "retriever_options"):
                 kwargs.setdefault("retriever_options", self.retriever_options)
+        elif (_takes(cls, "retriever_options") and self.retriever_options
+              and "retriever_options" not in kwargs):
+            kwargs["retriever_options"] = self.retriever_options
+        if self.language is not None and _takes(cls, "language"):
+            kwargs.setdefault("language", self.language)
         return cls(**kwargs)
 
     def run(self, input_path: str | Path, output_path: str | Path, cache_path: str | Path,

@@ -27,7 +27,7 @@ from rare import hookspecs
 from rare.errors import PluginError, UnknownNameError
 
 GROUP = "rare"
-KINDS = ("operators", "retrievers", "servings")
+KINDS = ("operators", "retrievers", "servings", "exporters")
 # Modules of the core that implement hooks, registered after the entry points' plugins.
 BUILTIN_PLUGINS = ("rare.bench.references",)
 
@@ -39,6 +39,8 @@ INSTALL_HINTS = {
     ("servings", "embedded"): "rare-embedded",
     ("servings", "openai"): "rare-openai",
     ("operators", "Doc2Query"): "rare-stages",
+    **{("exporters", name): "rare-export"
+       for name in ("sharegpt", "alpaca", "chat", "triplets", "ntuple", "beir", "hf")},
 }
 
 pm = pluggy.PluginManager(GROUP)
@@ -120,7 +122,8 @@ class Entry:
 
 @dataclass
 class Registry:
-    """Names of one kind (operators, retrievers or servings) mapped to what registered them."""
+    """Names of one kind (operators, retrievers, servings, exporters) mapped to what
+    registered them."""
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)

@@ -26,11 +26,18 @@ class RunReport:
     failures: dict[str, int]
     seconds: float
     row_failures: Counter[str] = field(default_factory=Counter)
+    #: rows that did not fail but carry a ``*_warning`` (a shortfall of negatives), by kind
+    row_warnings: Counter[str] = field(default_factory=Counter)
 
 
 def first_error(row: dict[str, Any]) -> str | None:
     """The first ``*_error`` a row carries, None when it has none."""
     return next((v for k, v in row.items() if k.endswith("_error") and v is not None), None)
+
+
+def first_warning(row: dict[str, Any]) -> str | None:
+    """The first ``*_warning`` a row carries, None when it has none."""
+    return next((v for k, v in row.items() if k.endswith("_warning") and v is not None), None)
 
 
 def error_kind(error: str) -> str:

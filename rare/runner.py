@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rare.formats import Records, RowWriter
-from rare.report import RunReport, StageReport, error_kind, first_error
+from rare.report import RunReport, StageReport, error_kind, first_error, first_warning
 from rare.settings import check_settings
 from rare.step import StepContext, StepOperator
 from rare.storage import FileStorage, Storage
@@ -169,6 +169,7 @@ class LocalRunner:
         started = time.perf_counter()
         format_of(output_path)  # an unknown output format fails before any work
         row_failures: Counter[str] = Counter()
+        row_warnings: Counter[str] = Counter()
         count = len(pipeline.steps)
         reports: list[StageReport] = []
         rows_in = rows_out = 0
@@ -181,14 +182,14 @@ class LocalRunner:
                     op.configure(**step.run)
                     sinks: list[Callable[[Records], None]] = []
                     if last:
-                        sinks = [output.write, _failure_counter(row_failures)]
+                        sinks = [output.write, _failure_counter(row_failures, row_warnings)]
                     stats = run_step(op, storage, n, self.batch_size, sinks)
                 else:
                     view = _view(storage, n)
                     op.run(view, **step.run)
                     stats = dict(getattr(op, "stats", {}) or {})
                     if last:  # its file is the only place its rows are
-                        count_failures = _failure_counter(row_failures)
+                        count_failures = _failure_counter(row_failures, row_warnings)
                         for batch in iter_batches(storage.path_for_step(n), self.batch_size):
                             output.write(batch)
                             count_failures(batch)
@@ -213,7 +214,7 @@ class LocalRunner:
             usage=dict(serving.usage) if serving else {},
             failures=dict(serving.failures) if serving else {},
             seconds=round(time.perf_counter() - started, 2),
-            row_failures=row_failures,
+            row_failures=row_failures, row_warnings=row_warnings,
         )
 
 
@@ -225,11 +226,16 @@ def _view(storage: FileStorage, step: int) -> FileStorage:
     return view
 
 
-def _failure_counter(counter: Counter[str]) -> Callable[[Records], None]:
+def _failure_counter(counter: Counter[str],
+                     warnings: Counter[str] | None = None) -> Callable[[Records], None]:
     def count(rows: Records) -> None:
         for row in rows:
             error = first_error(row)
             if error is not None:
                 counter[error_kind(error)] += 1
+            elif warnings is not None:
+                warning = first_warning(row)
+                if warning is not None:
+                    warnings[error_kind(warning)] += 1
 
     return count

@@ -28,13 +28,17 @@ distinct request when ``per_prompt``. Faults:
     empty_choices  200, ``"choices": []``
     truncate       200, half of the reply, ``finish_reason: "length"``
     useless        200, "I cannot help with that."
+    ungrounded     200, a reasoning whose final answer cites a negative, not the positive
+    answer         200, a reasoning whose final answer says ``answer`` (citing the positive)
     no_content     200, ``message.content`` null
     drop           close the connection without a reply
     none           a normal reply (a rule that only uses up its ``times``)
 
-Calls are counted (in total, by fault, by kind) and logged; ``GET /stats`` returns the counts
-and the log, ``POST /admin/rules`` replaces the rules (``{"rules": [...], "delay": s}``) and
-resets the counts, ``POST /admin/reset`` resets the counts. ``delay`` seconds are waited before
+Calls are counted (in total, by fault, by kind) and logged (each call with its kind, fault,
+seed, temperature, ReasonDistill scenario, a hash of the user message, and the reply);
+``GET /stats`` returns the counts and the log,
+``POST /admin/rules`` replaces the rules (``{"rules": [...], "delay": s}``) and resets the
+counts, ``POST /admin/reset`` resets the counts. ``delay`` seconds are waited before
 every reply. A call whose client hung up before the reply (timeout, killed process) is logged
 as ``abandoned``.
 
@@ -49,6 +53,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -94,6 +99,36 @@ def scenario_marker(document: str) -> str:
     return "An engineer reviewing " + " ".join(_document_words(document, 3))
 
 
+def user_digest(messages: list[dict[str, Any]]) -> str:
+    """A hash of the last user message (to match an exported prompt with the one sent)."""
+    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return hashlib.sha256((users[-1] if users else "").encode("utf-8")).hexdigest()
+
+
+def scenario_line(body: dict[str, Any]) -> str | None:
+    """The ``Scenario: ...`` line of a ReasonDistill request (names its row), else None."""
+    for message in body.get("messages", []):
+        match = re.search(r"^Scenario: (.*)$", str(message.get("content", "")), re.MULTILINE)
+        if match:
+            return match.group(1)
+    return None
+
+
+def positive_label(prompt: str, wrong: bool = False) -> int:
+    """The number of the document in a ReasonDistill ``prompt`` whose words start the
+    scenario this server wrote for it (its positive), else 1; with ``wrong``, another one."""
+    blocks = re.findall(r"^\[Document (\d+)\]\n(.*?)(?=^\[Document \d+\]$|\Z)", prompt,
+                        re.MULTILINE | re.DOTALL)
+    found = 1
+    for number, text in blocks:
+        if scenario_marker(text) in prompt:
+            found = int(number)
+            break
+    if wrong:
+        return 2 if found == 1 else 1
+    return found
+
+
 def reply_text(body: dict[str, Any]) -> str:
     """The deterministic reply to a request."""
     kind = request_kind(body)
@@ -112,7 +147,7 @@ def reply_text(body: dict[str, Any]) -> str:
         return (f"Step 1: Document 1 is read and weighed against the question ({h[:6]}).\n"
                 f"Step 2: The helpful document supports the conclusion ({h[6:12]}).\n"
                 f"Step 3: The other documents only look related and are set aside.\n"
-                f"Answer: {h[12:24]}")
+                f"Answer: {h[12:24]} [Document {positive_label(user)}]")
     return f"echo {h[:16]}: {user[:80]}"
 
 
@@ -273,7 +308,10 @@ class Handler(BaseHTTPRequestHandler):
         rule = state.choose(body, kind, key)
         fault = rule["fault"] if rule else "ok"
         entry: dict[str, Any] = {"t0": t0, "key": key, "kind": kind, "fault": fault,
-                                 "abandoned": False}
+                                 "abandoned": False, "seed": body.get("seed"),
+                                 "temperature": body.get("temperature"),
+                                 "scenario": scenario_line(body),
+                                 "user_sha": user_digest(body.get("messages", []))}
         try:
             if state.delay:
                 time.sleep(state.delay)
@@ -283,6 +321,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry["abandoned"] = True
                 self.close_connection = True
                 return
+            self._entry = entry
             self._reply(body, rule)
         except OSError:
             entry["abandoned"] = True
@@ -342,9 +381,19 @@ class Handler(BaseHTTPRequestHandler):
             text, finish = text[: max(1, len(text) // 2)], "length"
         elif fault == "useless":
             text, finish = "I cannot help with that.", "stop"
+        elif fault == "answer":  # the final answer says rule["answer"], same citation
+            assert rule is not None
+            text = re.sub(r"^Answer: \S+", lambda _: f"Answer: {rule['answer']}", text,
+                          flags=re.MULTILINE)
+        elif fault == "ungrounded":  # the final answer cites a negative, not the positive
+            messages = body.get("messages", [])
+            user = str(messages[-1].get("content", "")) if messages else ""
+            text = re.sub(r"\[Document \d+\]$", f"[Document {positive_label(user, True)}]",
+                          text)
         elif fault == "no_content":
             self._json(200, completion_body(body, None))
             return
+        self._entry.update(reply=text, finish=finish)
         self._json(200, completion_body(body, text, finish))
 
 
@@ -414,13 +463,16 @@ class FaultServerProcess(_Control):
     """The server as a child process (it outlives a client we SIGKILL)."""
 
     def __init__(self, workdir: Path, rules: list[dict[str, Any]] | None = None,
-                 delay: float = 0.0, max_seconds: float = 600.0) -> None:
+                 delay: float = 0.0, max_seconds: float = 600.0,
+                 upstream: str | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / "fault_server.port"
         self.log_file = workdir / "fault_server.log"
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--port-file", str(self.port_file),
              "--log", str(self.log_file), "--delay", str(delay),
-             "--rules", json.dumps(rules or []), "--max-seconds", str(max_seconds)],
+             "--rules", json.dumps(rules or []), "--max-seconds", str(max_seconds),
+             *(["--upstream", upstream] if upstream else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30

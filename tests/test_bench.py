@@ -87,6 +87,19 @@ def test_bench_on_cacm_writes_every_field_and_checks_quality_first(tmp_path: Pat
         assert overlap["tantivy"]["pyserini"] >= 0.95
     png = tmp_path / (report_path.stem + ".png")
     assert png.exists() or "matplotlib is not installed" in out
+    # the mining options' speed, then the false-negative table, after the speed table
+    assert out.index("Speed") < out.index("Mining options") < out.index("False negatives")
+    for run in report["runs"]:
+        options = run["mining_options"]
+        assert list(options) == ["top-k", "window", "random", "margin", "window+margin"]
+        assert all(o["qps"] > 0 for o in options.values())
+        assert options["margin"]["skipped"]["above_margin"] > 0
+        negatives = run["negatives"]
+        assert (negatives["pairs"], negatives["queries"]) == (738, 49)
+        rates = {v["variant"]: v for v in negatives["variants"]}
+        assert rates["top-k"]["fn_rate"] > 0.5 and rates["top-k"]["full_share"] == 1.0
+        assert rates["margin"]["fn_rate"] <= rates["top-k"]["fn_rate"] / 2
+        assert rates["margin"]["full_share"] >= 0.9
 
 
 class LuceneLike(Retriever):
@@ -253,7 +266,7 @@ def test_field_options_and_query_formats(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no judgement for any query"):
         load_dataset(DataSpec(corpus, queries, write(tmp_path / "other.txt", "x 0 7 1\n"),
                               id_field="pid", text_field="body"))
-    with pytest.raises(InputError, match="neither 'qid<TAB>query' lines nor TREC topics"):
+    with pytest.raises(InputError, match="neither 'qid<TAB>query' lines, BEIR queries.jsonl nor TREC topics"):
         read_queries(write(tmp_path / "plain.txt", "just some text\n"))
     topics = read_queries(shared("cacm", "topics.cacm.txt"), max_queries=3)
     assert list(topics) == ["1", "2", "3"]

@@ -251,6 +251,8 @@ def interrupt_after(seconds: float) -> threading.Timer:
     """Ctrl-C in ``seconds``: a real SIGINT, which wakes the main thread from its wait."""
     main = threading.main_thread().ident
     assert main is not None
+    # Python's own handler, whatever the launching shell did (a background job ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGINT))
     timer.start()
     return timer

@@ -92,11 +92,14 @@ TRANSIENT = {
 }
 
 
+@pytest.mark.parametrize("http_client", ["openai", "aiohttp"])
 @pytest.mark.parametrize("rule,extra", TRANSIENT.values(), ids=TRANSIENT.keys())
-def test_transient_faults_are_retried_and_rows_complete(server, docs, tmp_path, rule, extra):
+def test_transient_faults_are_retried_and_rows_complete(server, docs, tmp_path, rule, extra,
+                                                        http_client):
+    """Both HTTP transports meet every fault the same way."""
     server.set_rules([rule])
     start = time.monotonic()
-    report, out = run_pipeline(server.chat_url, tmp_path, docs)
+    report, out = run_pipeline(server.chat_url, tmp_path, docs, http_client=http_client)
     elapsed = time.monotonic() - start
     stats = server.stats()
     assert all(complete(r) for r in out), [r for r in out if not complete(r)][:1]

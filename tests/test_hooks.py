@@ -21,6 +21,8 @@ import rare.operators
 import rare.retrievers
 import rare.serving
 from rare import LLMServing, Operator, PluginError, Retriever, hookimpl, hookspecs
+from rare.export import ExportContext, Exporter
+from rare.export import export as export_rows
 from rare.plugins import get_registry, plugin_info, pm
 from rare.retriever import Hits
 
@@ -197,6 +199,41 @@ def test_hook_register_servings(calls, in_test_plugin) -> None:
     assert info["in-test-empty"]["registered"]["servings"] == []
     _assert_called_through_pluggy(calls, "register_servings", "in-test-servings")
     _assert_called_through_pluggy(calls, "register_servings", "in-test-empty")
+
+
+class UpperJsonl(Exporter):
+    """Questions in capitals, one JSON line each (a third party's format)."""
+
+    required_columns = ("question",)
+
+    def skip(self, row: dict[str, Any]) -> str | None:
+        return None if row.get("question") else "no question"
+
+    def write(self, splits: dict[str, list[dict[str, Any]]], ctx: ExportContext) -> list[Path]:
+        path = ctx.out / "upper.jsonl"
+        path.write_text("".join(json.dumps({"q": r["question"].upper()}) + "\n"
+                                for rows in splits.values() for r in rows))
+        return [path]
+
+
+def test_hook_register_exporters(calls, in_test_plugin, tmp_path) -> None:
+    class Plugin:
+        @hookimpl
+        def register_exporters(self, register: hookspecs.Register) -> None:
+            register(UpperJsonl, name="upper-jsonl", aliases=["upper"])
+
+    in_test_plugin(Plugin(), "in-test-exporters")
+    registry = get_registry("exporters")
+    assert registry.entries["upper-jsonl"].plugin == "in-test-exporters"
+    info = {p["name"]: p for p in plugin_info()}
+    assert info["in-test-exporters"]["registered"]["exporters"] == ["upper-jsonl"]
+    source = tmp_path / "run.jsonl"
+    source.write_text(json.dumps({"question": "why?"}) + "\n"
+                      + json.dumps({"question": None, "x_error": "skipped: no text"}) + "\n")
+    result = export_rows(source, "upper", tmp_path / "out")
+    assert (tmp_path / "out" / "upper.jsonl").read_text() == '{"q": "WHY?"}\n'
+    assert result.counts["left_out"] == {"failed: skipped": 1}
+    _assert_called_through_pluggy(calls, "register_exporters", "in-test-exporters")
 
 
 def test_registration_order_is_plugin_order(in_test_plugin) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         read_corpus,
         read_queries,
     )
-    from rare.bench.report import build_report, print_quality, print_speed
+    from rare.bench.report import build_report, print_mining_options, print_quality, print_speed
     from rare.bench.runner import BenchError, run_bench
     from rare.bench.worker import Job, measure
 
@@ -51,13 +51,15 @@ _EXPORTS = {
     "Dataset": "data", "DataSpec": "data", "dataset_name": "data", "load_dataset": "data",
     "read_corpus": "data", "read_queries": "data",
     "build_report": "report", "print_quality": "report", "print_speed": "report",
+    "print_mining_options": "report",
     "BenchConfig": "data", "BenchError": "runner", "run_bench": "runner",
     "Job": "worker", "measure": "worker",
 }
 
 __all__ = [
     "BenchConfig", "BenchError", "DataSpec", "Dataset", "Job", "build_report", "check_backends",
-    "dataset_name", "load_dataset", "make_backend", "measure", "print_quality", "print_speed",
+    "dataset_name", "load_dataset", "make_backend", "measure", "print_mining_options",
+    "print_quality", "print_speed",
     "read_corpus", "read_queries", "run_bench", "write_chart",
 ]
 

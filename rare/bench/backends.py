@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rare.errors import MissingDependencyError, UnknownNameError
+from rare.errors import MissingDependencyError, SettingsError, UnknownNameError
 from rare.retriever import Retriever
 
 
@@ -62,10 +62,23 @@ def check_backends(names: Sequence[str]) -> None:
                                          f"pip install {' '.join(missing)}")
 
 
-def make_backend(name: str, threads: int, k1: float, b: float) -> Retriever:
+def make_backend(name: str, threads: int, k1: float, b: float,
+                 language: str = "en") -> Retriever:
     """A new retriever ``name``; a reference also gets ``threads`` (its default for search)."""
     import rare.retrievers
 
     if is_reference(name):
-        return rare.retrievers.create(name, k1=k1, b=b, threads=threads)
-    return rare.retrievers.create(name, k1=k1, b=b)
+        return rare.retrievers.create(name, k1=k1, b=b, threads=threads, language=language)
+    return rare.retrievers.create(name, k1=k1, b=b, language=language)
+
+
+def check_languages(names: Sequence[str], language: str) -> None:
+    """Raise :class:`SettingsError` for a backend without an analyzer for ``language``."""
+    if language == "auto":
+        return
+    for name in names:
+        cls = _class(name)
+        known = getattr(cls, "analyzers", {})
+        if language not in known:
+            raise SettingsError(f"the backend {name!r} has no analyzer for language "
+                                f"{language!r}; its languages: {', '.join(known) or 'none'}")

@@ -129,7 +129,8 @@ def read_corpus(path: str | Path, id_field: str | None = None, text_field: str |
 
 
 def read_queries(path: str | Path, max_queries: int | None = None) -> dict[str, str]:
-    """Query text by id, from a ``qid<TAB>query`` TSV file or a TREC topics file."""
+    """Query text by id, from a ``qid<TAB>query`` TSV file, BEIR's ``queries.jsonl`` or a TREC
+    topics file."""
     path = Path(path)
     if not path.is_file():
         raise StorageError(f"{path}: file not found")
@@ -141,7 +142,20 @@ def read_queries(path: str | Path, max_queries: int | None = None) -> dict[str, 
         raise StorageError(f"{path}: cannot read: {exc}") from None
     first = next((line for line in text.splitlines() if line.strip()), "")
     queries: dict[str, str] = {}
-    if "\t" in first:
+    if first.lstrip().startswith("{"):  # BEIR's queries.jsonl: {"_id": ..., "text": ...}
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                qid, query = str(row.get("_id", row.get("id"))), row["text"]
+            except (ValueError, KeyError, AttributeError):
+                raise InputError(f"{path}: line {lineno}: expected a JSON object with '_id' "
+                                 f"and 'text', got {line[:60]!r}") from None
+            if qid in queries:
+                raise InputError(f"{path}: line {lineno}: duplicate query id {qid!r}")
+            queries[qid] = str(query).strip()
+    elif "\t" in first:
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -158,8 +172,8 @@ def read_queries(path: str | Path, max_queries: int | None = None) -> dict[str, 
         except ValueError as exc:
             raise InputError(str(exc)) from None
     else:
-        raise InputError(f"{path}: neither 'qid<TAB>query' lines nor TREC topics "
-                         "(<top> or <DOC> blocks)")
+        raise InputError(f"{path}: neither 'qid<TAB>query' lines, BEIR queries.jsonl nor "
+                         "TREC topics (<top> or <DOC> blocks)")
     if not queries:
         raise InputError(f"{path}: no queries")
     if max_queries:
@@ -226,3 +240,5 @@ class BenchConfig:
     min_overlap: float = 0.9
     timeout: float = 1800.0
     in_process: bool = False
+    language: str = "en"
+    negatives: bool = True  # time the mining options, measure false negatives

@@ -84,12 +84,14 @@ class TantivyPy(ReferenceRetriever):
     differ a little from Lucene's. Scoring: tantivy's BM25 (k1=1.2, b=0.75, fixed)."""
 
     name = "tantivy-py"
+    analyzers = {"en": ("snowball",)}  # no Chinese analyzer in the bindings
     requires = (("tantivy", "tantivy"),)
     note = ("tantivy-py analyzes with Snowball English (not Porter) and scores with "
             "tantivy's fixed k1=1.2, b=0.75")
 
     def __init__(self, *, threads: int = 1, **options: Any) -> None:
         super().__init__(threads=threads, **options)
+        self.check_analyzer(None)  # English only
         tantivy = self._tantivy = self.import_module("tantivy")
         builder = tantivy.SchemaBuilder()
         builder.add_text_field("text", tokenizer_name="lucene_en", index_option="freq")
@@ -153,22 +155,37 @@ class TantivyPy(ReferenceRetriever):
 
 class Bm25s(ReferenceRetriever):
     """bm25s (method "lucene") over rare's tokens: lowercase alphanumeric runs, Lucene's stop
-    words, PyStemmer's Porter. Texts from a dict; mining by :meth:`Retriever.mine`."""
+    words, PyStemmer's Porter; for Chinese, jieba's words (:class:`rare.text.JiebaAnalyzer`),
+    as a Python user would feed it. Texts from a dict; mining by :meth:`Retriever.mine`."""
 
     name = "bm25s"
+    analyzers = {"en": ("rare",), "zh": ("jieba", "cjk")}
     requires = (("bm25s", "bm25s"), ("Stemmer", "PyStemmer"))
-    note = "bm25s tokenizes as rare's Python analyzer does, not as Lucene"
+    note = ("bm25s tokenizes as rare's Python analyzer does, not as Lucene (Chinese: jieba "
+            "words, not CJK bigrams)")
 
     def __init__(self, *, threads: int = 1, **options: Any) -> None:
         super().__init__(threads=threads, **options)
         self._bm25s = self.import_module("bm25s")  # fail here, not at commit, when missing
         self._stemmer = self.import_module("Stemmer").Stemmer("porter")
+        self._zh: Any = None  # the Chinese analyzer, once the language is zh
         self._ids: list[str] = []
         self._texts: dict[str, str] = {}
         self._model: Any = None
 
+    @property
+    def analyzer_name(self) -> str | None:
+        return None if self.language == "auto" else self.analyzers[self.language][0]
+
     def _tokens(self, texts: Sequence[str]) -> Any:
-        from rare.text import LUCENE_ENGLISH_STOPWORDS
+        from rare.text import LUCENE_ENGLISH_STOPWORDS, make_analyzer
+
+        if self.language == "auto":
+            self.observe_texts(texts)
+        if self.language == "zh":
+            if self._zh is None:
+                self._zh = make_analyzer(self.analyzers["zh"][0])
+            return [self._zh(text) for text in texts]
 
         return self._bm25s.tokenize(list(texts), token_pattern=r"(?u)[^\W_]+",
                                     stopwords=sorted(LUCENE_ENGLISH_STOPWORDS),
@@ -176,6 +193,7 @@ class Bm25s(ReferenceRetriever):
                                     return_ids=False)
 
     def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        self.observe_texts(texts)
         self._ids.extend(ids)
         self._texts.update(zip(ids, texts, strict=True))
 

@@ -141,6 +141,8 @@ def build_report(config: BenchConfig, data: Dataset, results: list[dict[str, Any
         "num_docs": len(data.ids), "num_queries": len(data.queries),
         "num_judged_queries": data.judged, "k1": config.k1, "b": config.b,
         "top_k": config.k, "num_neg": config.num_neg, "threads": config.threads,
+        "language": config.language,
+        "analyzers": {r["backend"]: r.get("analyzer") for r in ok},
         "repeat": config.repeat, "backends": names,
         "mode": "in-process" if config.in_process else "subprocess per backend and thread count",
         "machine": machine_info(), "packages": package_versions(names),
@@ -155,7 +157,10 @@ def print_quality(report: dict[str, Any], echo: Callable[[str], None]) -> None:
     k = report["top_k"]
     echo(f"\n{report['dataset']}: {report['num_docs']:,} documents, {report['num_queries']:,} "
          f"queries ({report['num_judged_queries']:,} judged), top-{k}, k1={report['k1']} "
-         f"b={report['b']}")
+         f"b={report['b']}, language {report.get('language', 'en')}")
+    analyzers = {name: a for name, a in report.get("analyzers", {}).items() if a}
+    if analyzers:
+        echo("analyzers: " + ", ".join(f"{name} {a}" for name, a in analyzers.items()))
     echo("\nQuality and agreement (checked before speed)")
     echo(f"{'':<14}{'':>25}   top-10 overlap with")
     head = f"{'backend':<14}{'nDCG@10':>9}{f'R@{k}':>8}{'MRR@10':>8}  "
@@ -192,3 +197,44 @@ def print_speed(report: dict[str, Any], echo: Callable[[str], None]) -> None:
              f"{r['cpu_ms_per_query']['mine']:>15.2f}"
              f"{(f'{peak:,.0f}' if peak is not None else '-'):>9}")
 
+
+
+def print_mining_options(report: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """Mining speed with each option against plain top-k (same default depth), then the
+    false-negative table where the qrels allow it (one backend per table, first thread
+    count)."""
+    runs = [r for r in report["runs"] if "mining_options" in r]
+    if not runs:
+        return
+    echo("\nMining options: q/s, and in brackets the CPU time per query against top-k's "
+         "(same default depth)")
+    names = list(runs[0]["mining_options"])
+    echo(f"{'backend':<14}{'threads':>8}" + "".join(f"{n[:16]:>18}" for n in names))
+    for r in runs:
+        options = r["mining_options"]
+        base = options[names[0]].get("mine_cpu_s") or 0.0
+        cells = []
+        for name in names:
+            if "error" in options[name]:
+                cells.append(f"{'failed':>18}")
+                continue
+            qps = options[name]["qps"] or 0.0
+            cpu = options[name]["mine_cpu_s"]
+            cost = f" ({(cpu / base - 1) * 100:+.0f}%)" if base and name != names[0] else ""
+            cells.append(f"{qps:,.0f}{cost}".rjust(18))
+        echo(f"{r['backend']:<14}{r['threads']:>8}" + "".join(cells))
+        for name in names:
+            if "error" in options[name]:
+                echo(f"  {r['backend']}, {name}: {options[name]['error']}")
+    from rare.bench.negatives import print_negatives
+
+    seen = set()
+    for r in runs:
+        if "negatives" not in r or r["backend"] in seen:
+            continue
+        seen.add(r["backend"])
+        negatives = r["negatives"]
+        print_negatives(negatives["variants"],
+                        f"False negatives ({r['backend']}): {negatives['pairs']} query-positive "
+                        f"pairs of {negatives['queries']} queries with two or more relevant "
+                        f"documents, num_neg {report['num_neg']}", echo)

@@ -11,12 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rare.bench.backends import check_backends
+from rare.bench.backends import check_backends, check_languages
 from rare.bench.chart import write_chart
 from rare.bench.data import BenchConfig, load_dataset
-from rare.bench.report import build_report, load_average, print_quality, print_speed
+from rare.bench.report import (
+    build_report,
+    load_average,
+    print_mining_options,
+    print_quality,
+    print_speed,
+)
 from rare.bench.worker import Job, measure, run_worker
 from rare.errors import RareError
+from rare.text import check_language
 
 
 class BenchError(RareError):
@@ -41,6 +48,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     if config.k < 10:
         raise BenchError(f"k must be >= 10 (top-10 overlap is compared), got {config.k}")
     check_backends(names)
+    check_language(config.language, "--language")
+    check_languages(names, config.language)
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     load_before = load_average()
     start = time.perf_counter()
@@ -49,7 +58,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
              f"queries ({data.judged:,} judged), loaded in {time.perf_counter() - start:.1f} s")
     if not config.in_process:
         data.texts = []  # the workers load their own copy; this one only checked the input
-    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat)
+    jobs = [Job(name, t, config.k, config.k1, config.b, config.num_neg, config.repeat,
+                language=config.language, negatives=config.negatives)
             for t in config.threads for name in names]  # interleaved: load drifts alike
     results: list[dict[str, Any]] = []
     for i, job in enumerate(jobs, 1):
@@ -75,6 +85,7 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print,
     report["machine"]["load_average_after"] = load_average()
     print_quality(report, echo)
     print_speed(report, echo)
+    print_mining_options(report, echo)
     if config.out:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)

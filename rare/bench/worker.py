@@ -26,6 +26,7 @@ from typing import Any
 
 from rare.bench.backends import make_backend
 from rare.bench.data import Dataset, DataSpec, load_dataset
+from rare.errors import RareError
 
 THREAD_VARS = ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -72,13 +73,50 @@ class Job:
     num_neg: int = 3
     repeat: int = 3
     batch: int = 50_000  # documents per index() call
+    language: str = "en"
+    negatives: bool = True  # time the mining options; measure false negatives
+
+
+def mining_options(retriever: Any, job: Job, data: Dataset) -> dict[str, Any]:
+    """Mining speed under each of :data:`rare.bench.negatives.DEFAULT_VARIANTS` (the
+    retriever's default depth, so the rows compare), and negative quality where the qrels
+    give queries two or more relevant documents."""
+    from rare.bench.negatives import DEFAULT_VARIANTS, make_pairs, measure_negatives
+
+    n = len(data.queries)
+    speed: dict[str, dict[str, Any]] = {}
+    usable = []
+    for variant in DEFAULT_VARIANTS:
+        settings = variant.mine_settings()
+
+        def mine(settings: dict[str, Any] = settings) -> Any:
+            return retriever.mine(data.queries, data.positives, job.num_neg,
+                                  threads=job.threads, **settings)
+
+        try:
+            seconds, cpu, result = timed(job.repeat, mine)
+        except RareError as exc:  # e.g. a margin on a backend that cannot score a text
+            speed[variant.name] = {"settings": variant.describe(), "error": str(exc)}
+            continue
+        usable.append(variant)
+        speed[variant.name] = {"settings": variant.describe(), "mine_s": seconds,
+                               "mine_cpu_s": cpu, "qps": n / seconds if seconds else None,
+                               "shortfall": sum(result.shortfall),
+                               "skipped": dict(result.skipped)}
+    out: dict[str, Any] = {"mining_options": speed}
+    pairs = make_pairs(dict(zip(data.qids, data.queries)), data.qrels or {})
+    if len(pairs):
+        rows = measure_negatives(retriever, pairs, usable, job.num_neg, job.threads)
+        out["negatives"] = {"pairs": len(pairs), "queries": pairs.num_queries,
+                            "variants": [r.as_dict() for r in rows]}
+    return out
 
 
 def measure(job: Job, data: Dataset) -> dict[str, Any]:
     """Build one backend's index over ``data`` and time build, search and mining."""
     baseline = peak_rss_mb()
     ids, texts, queries = data.ids, data.texts, data.queries
-    retriever = make_backend(job.backend, job.threads, job.k1, job.b)
+    retriever = make_backend(job.backend, job.threads, job.k1, job.b, job.language)
 
     def build() -> None:
         for at in range(0, len(ids), job.batch):
@@ -88,12 +126,15 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
     try:
         build_s, build_cpu_s, _ = timed(1, build)
         indexed = len(retriever)
+        analyzer = retriever.analyzer_name
+        language = retriever.language
         # Warm-up, untimed: the JVM compiles its hot paths, caches fill.
         retriever.search_batch(queries[:1000], job.k, threads=job.threads)
         search_s, search_cpu_s, hits = timed(
             job.repeat, lambda: retriever.search_batch(queries, job.k, threads=job.threads))
         mine_s, mine_cpu_s, mined = timed(job.repeat, lambda: retriever.mine(
             queries, data.positives, job.num_neg, threads=job.threads, depth=job.k))
+        extra = mining_options(retriever, job, data) if job.negatives else {}
     finally:
         close = getattr(retriever, "close", None)
         if callable(close):
@@ -102,6 +143,7 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
     n = len(queries)
     return {
         "backend": job.backend, "threads": job.threads, "num_indexed": indexed,
+        "language": language, "analyzer": analyzer,
         "timing": {"build_s": build_s, "build_cpu_s": build_cpu_s,
                    "search_s": search_s, "search_cpu_s": search_cpu_s,
                    "mine_s": mine_s, "mine_cpu_s": mine_cpu_s},
@@ -112,6 +154,7 @@ def measure(job: Job, data: Dataset) -> dict[str, Any]:
         "shortfall": sum(mined.shortfall),
         "run": [[doc for doc, _ in query_hits] for query_hits in hits],
         "top10_scores": [[score for _, score in query_hits[:10]] for query_hits in hits],
+        **extra,
     }
 
 

@@ -1,5 +1,6 @@
-//! English analyzers: lowercase, tokenize, drop Lucene's 33 stop words, Porter-stem.
+//! The analyzers: two English ones (this file) and two Chinese ones ([`crate::cjk`]).
 //!
+//! English: lowercase, tokenize, drop Lucene's 33 stop words, Porter-stem.
 //! Two tokenizers, one pipeline:
 //! - [`Analyzer::Lucene`] (the default) approximates Lucene's `StandardTokenizer` (Unicode
 //!   word boundaries, UAX #29) and `EnglishPossessiveFilter`: `3.14`, `1,000`, `don't`,
@@ -13,9 +14,13 @@
 //! reference code, see [`crate::porter`]), "rare" as Snowball's `porter` (PyStemmer's).
 //! Both also drop English possessives, "lucene" after tokenizing as Lucene does, "rare"
 //! before, as `rare.text` does.
+//!
+//! Chinese: [`Analyzer::Cjk`] (Lucene's `CJKAnalyzer`: CJK bigrams, other words as words)
+//! and [`Analyzer::Jieba`] (jieba word segmentation); see [`crate::cjk`].
 
 use frostem::{Algorithm, Stemmer};
 
+use crate::cjk;
 use crate::porter;
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
@@ -30,24 +35,71 @@ pub const LUCENE_ENGLISH_STOPWORDS: [&str; 33] = [
 /// Lucene's `StandardAnalyzer.DEFAULT_MAX_TOKEN_LENGTH`: longer tokens are cut into pieces.
 const LUCENE_MAX_TOKEN_CHARS: usize = 255;
 
+/// The languages an index can be built for, each with its analyzers (the default first).
+pub const LANGUAGES: [(&str, &[Analyzer]); 2] = [
+    ("en", &[Analyzer::Lucene, Analyzer::Rare]),
+    ("zh", &[Analyzer::Cjk, Analyzer::Jieba]),
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Analyzer {
     Lucene,
     Rare,
+    Cjk,
+    Jieba,
 }
 
 impl Analyzer {
-    pub const ALL: [Analyzer; 2] = [Analyzer::Lucene, Analyzer::Rare];
+    pub const ALL: [Analyzer; 4] = [
+        Analyzer::Lucene,
+        Analyzer::Rare,
+        Analyzer::Cjk,
+        Analyzer::Jieba,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Analyzer::Lucene => "lucene",
             Analyzer::Rare => "rare",
+            Analyzer::Cjk => "cjk",
+            Analyzer::Jieba => "jieba",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Analyzer> {
         Analyzer::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The language the analyzer is for: "en" or "zh".
+    pub fn language(self) -> &'static str {
+        match self {
+            Analyzer::Lucene | Analyzer::Rare => "en",
+            Analyzer::Cjk | Analyzer::Jieba => "zh",
+        }
+    }
+
+    /// The default analyzer of a language (None for an unknown language).
+    pub fn default_for(language: &str) -> Option<Analyzer> {
+        LANGUAGES
+            .iter()
+            .find(|(name, _)| *name == language)
+            .map(|(_, analyzers)| analyzers[0])
+    }
+
+    /// "en (lucene, rare), zh (cjk, jieba)": what error messages list.
+    pub fn known() -> String {
+        LANGUAGES
+            .iter()
+            .map(|(language, analyzers)| {
+                let names: Vec<&str> = analyzers.iter().map(|a| a.name()).collect();
+                format!("{language} ({})", names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn is_english(self) -> bool {
+        matches!(self, Analyzer::Lucene | Analyzer::Rare)
     }
 
     /// The name the analyzer is registered under in a tantivy index (versioned: an index
@@ -56,6 +108,8 @@ impl Analyzer {
         match self {
             Analyzer::Lucene => "rare_en_lucene_porter_v1",
             Analyzer::Rare => "rare_en_porter_v1",
+            Analyzer::Cjk => "rare_zh_cjk_bigram_v1",
+            Analyzer::Jieba => "rare_zh_jieba_v1",
         }
     }
 
@@ -66,9 +120,12 @@ impl Analyzer {
     }
 
     /// Calls `sink(word)` for every word of `text`: lowercased and without its possessive,
-    /// before stop words and stemming (see [`Analyzer::term`]).
+    /// before stop words and stemming (see [`Analyzer::term`]). A Chinese analyzer's words
+    /// are its terms.
     pub fn for_each_word(self, text: &str, mut sink: impl FnMut(&str)) {
         match self {
+            Analyzer::Cjk => cjk::for_each_cjk_term(text, sink),
+            Analyzer::Jieba => cjk::for_each_jieba_term(text, sink),
             Analyzer::Rare => {
                 let lower = drop_possessives(text).to_lowercase();
                 for_each_run(&lower, |s, e| sink(&lower[s..e]));
@@ -83,10 +140,14 @@ impl Analyzer {
     /// The indexed term of one word of [`Analyzer::for_each_word`]: its stem, or None for a
     /// stop word (and for a word that stems to nothing).
     pub fn term(self, word: &str) -> Option<String> {
+        if !self.is_english() {
+            return (!word.is_empty()).then(|| word.to_string());
+        }
         if word.is_empty() || is_stopword(word) {
             return None;
         }
         let term = match self {
+            Analyzer::Cjk | Analyzer::Jieba => word.to_string(),
             // Snowball's Porter stems a lone "s" to "": rare drops empty terms.
             Analyzer::Rare => Stemmer::new(Algorithm::Porter).stem(word).into_owned(),
             Analyzer::Lucene => porter::stem(word),
@@ -96,6 +157,9 @@ impl Analyzer {
 
     /// Calls `sink(term)` for every indexed term of `text`.
     pub fn for_each_term(self, text: &str, mut sink: impl FnMut(String)) {
+        if !self.is_english() {
+            return self.for_each_word(text, |word| sink(word.to_string()));
+        }
         self.for_each_word(text, |word| {
             if let Some(term) = self.term(word) {
                 sink(term);
@@ -180,6 +244,33 @@ pub fn for_each_token(text: &str, mut sink: impl FnMut(&str)) {
     for_each_run(&lower, |s, e| sink(&lower[s..e]));
 }
 
+/// Calls `sink` with each token of the near-duplicate rule: the tokens of [`tokenize`], with
+/// every CJK character (see [`cjk::is_cjk`]) a token of its own, since Chinese and Japanese
+/// do not put spaces between words (`rare.text.shingle_tokens`).
+pub fn for_each_shingle_token(text: &str, mut sink: impl FnMut(&str)) {
+    let lower = text.to_lowercase();
+    for_each_run(&lower, |s, e| {
+        let run = &lower[s..e];
+        if run.is_ascii() {
+            return sink(run);
+        }
+        let mut other: Option<usize> = None;
+        for (i, c) in run.char_indices() {
+            if cjk::is_cjk(c) {
+                if let Some(o) = other.take() {
+                    sink(&run[o..i]);
+                }
+                sink(&run[i..i + c.len_utf8()]);
+            } else if other.is_none() {
+                other = Some(i);
+            }
+        }
+        if let Some(o) = other {
+            sink(&run[o..]);
+        }
+    });
+}
+
 pub fn is_stopword(token: &str) -> bool {
     LUCENE_ENGLISH_STOPWORDS.binary_search(&token).is_ok()
 }
@@ -195,6 +286,8 @@ enum Wb {
     ExtendNumLet,
     /// Han and Hiragana: every character is a token (Lucene's `<IDEOGRAPHIC>`).
     Ideographic,
+    /// Extended_Pictographic (®, ★, 😀): every character is a token (Lucene's `<EMOJI>`).
+    Emoji,
     MidLetter,
     MidNum,
     MidNumLet,
@@ -242,15 +335,18 @@ fn non_ascii_word_break_class(c: char) -> Wb {
         '\u{2018}' | '\u{2019}' | '\u{2024}' | '\u{FE52}' | '\u{FF07}' | '\u{FF0E}' => {
             return Wb::MidNumLet
         }
-        '\u{3040}'..='\u{309F}'
-        | '\u{3400}'..='\u{4DBF}'
-        | '\u{4E00}'..='\u{9FFF}'
-        | '\u{F900}'..='\u{FAFF}'
-        | '\u{20000}'..='\u{3FFFF}' => return Wb::Ideographic,
-        '\u{30A0}'..='\u{30FF}' | '\u{31F0}'..='\u{31FF}' | '\u{FF66}'..='\u{FF9F}' => {
-            return Wb::Katakana
-        }
+        // Zero width space; 〆, an ideograph outside the Han script.
+        '\u{200B}' | '\u{3006}' => return Wb::Other,
         _ => {}
+    }
+    if cjk::is_emoji(c) {
+        return Wb::Emoji;
+    }
+    if cjk::is_han(c) || cjk::is_hiragana(c) {
+        return Wb::Ideographic;
+    }
+    if cjk::is_katakana(c) {
+        return Wb::Katakana;
     }
     match c.general_category() {
         GeneralCategory::DecimalNumber => Wb::Numeric,
@@ -287,10 +383,27 @@ fn joins_across(prev: Wb, mid: Wb, next: Wb) -> bool {
     }
 }
 
+/// Whether a token holds a letter, digit or ideograph, not only connectors (`_`) and marks.
+#[inline]
+fn has_base(token: &str) -> bool {
+    if token.is_ascii() {
+        return token.bytes().any(|b| b != b'_');
+    }
+    token.chars().any(|c| {
+        !matches!(
+            word_break_class(c),
+            Wb::ExtendNumLet | Wb::Extend | Wb::Other
+        )
+    })
+}
+
 /// Calls `sink(start, end)` for every word of `lower`, StandardTokenizer-style.
 fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
     // Lucene cuts tokens at 255 characters (a token of at most 255 bytes never needs it).
     let mut emit = |start: usize, end: usize| {
+        if !has_base(&lower[start..end]) {
+            return; // only connectors (`___`): no word
+        }
         if end - start <= LUCENE_MAX_TOKEN_CHARS {
             return sink(start, end);
         }
@@ -324,7 +437,7 @@ fn for_each_word(lower: &str, mut sink: impl FnMut(usize, usize)) {
             (Wb::Letter | Wb::Numeric | Wb::Katakana | Wb::ExtendNumLet, None) => {
                 token = Some((i, class));
             }
-            (Wb::Ideographic, _) => {
+            (Wb::Ideographic | Wb::Emoji, _) => {
                 if let Some((s, _)) = token.take() {
                     emit(s, i);
                 }
@@ -366,13 +479,23 @@ fn lucene_lowercase(text: &str) -> String {
     if text.is_ascii() {
         return text.to_ascii_lowercase();
     }
-    text.chars()
-        .map(|c| match c {
-            c if c.is_ascii() => c.to_ascii_lowercase(),
-            '\u{130}' => 'i',
-            c => c.to_lowercase().next().unwrap_or(c),
-        })
-        .collect()
+    text.chars().map(lucene_lowercase_char).collect()
+}
+
+/// [`lucene_lowercase`] of one character.
+#[inline]
+pub fn lucene_lowercase_char(c: char) -> char {
+    match c {
+        c if c.is_ascii() => c.to_ascii_lowercase(),
+        '\u{130}' => 'i',
+        c => c.to_lowercase().next().unwrap_or(c),
+    }
+}
+
+/// Calls `sink(start, end)` for every word of the lowercased `lower`, as Lucene's
+/// `StandardTokenizer` cuts words (each Han or Hiragana character is a word of its own).
+pub fn for_each_lucene_word(lower: &str, sink: impl FnMut(usize, usize)) {
+    for_each_word(lower, sink)
 }
 
 /// Lucene's `EnglishPossessiveFilter`: drop a trailing `'s` (any of its apostrophes).
@@ -396,19 +519,20 @@ pub fn lucene_words(text: &str) -> Vec<String> {
 // -- the analyzers as tantivy tokenizers ---------------------------------------------------
 
 /// An analyzer as a tantivy tokenizer. Each indexing thread has its own clone, with a
-/// [`TermCache`] (stemming is most of the analysis cost, and a corpus repeats its words),
+/// [`TermCache`] (stemming is most of an English analysis's cost, and a corpus repeats its
+/// words),
 /// and reuses its tokens' buffers from one document to the next.
 #[derive(Clone)]
-pub struct EnglishTokenizer {
+pub struct AnalyzerTokenizer {
     analyzer: Analyzer,
     /// Reused from text to text; the current text's are the first ones.
     tokens: Vec<Token>,
     terms: TermCache,
 }
 
-impl EnglishTokenizer {
+impl AnalyzerTokenizer {
     pub fn new(analyzer: Analyzer) -> Self {
-        EnglishTokenizer {
+        AnalyzerTokenizer {
             analyzer,
             tokens: Vec::new(),
             terms: TermCache::new(),
@@ -510,29 +634,33 @@ pub struct VecTokenStream<'a> {
     none: Token,
 }
 
-impl Tokenizer for EnglishTokenizer {
+impl Tokenizer for AnalyzerTokenizer {
     type TokenStream<'a> = VecTokenStream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream<'a> {
         let analyzer = self.analyzer;
         let (tokens, terms) = (&mut self.tokens, &mut self.terms);
         let mut len = 0;
-        analyzer.for_each_word(text, |word| {
-            terms.with_term(analyzer, word, |term| {
-                if len == tokens.len() {
-                    tokens.push(Token::default());
-                }
-                // BM25 needs neither offsets nor positions (the field indexes frequencies).
-                let token = &mut tokens[len];
-                token.text.clear();
-                token.text.push_str(term);
-                token.position = len;
-                token.offset_from = 0;
-                token.offset_to = 0;
-                token.position_length = 1;
-                len += 1;
-            });
-        });
+        let mut push = |term: &str| {
+            if len == tokens.len() {
+                tokens.push(Token::default());
+            }
+            // BM25 needs neither offsets nor positions (the field indexes frequencies).
+            let token = &mut tokens[len];
+            token.text.clear();
+            token.text.push_str(term);
+            token.position = len;
+            token.offset_from = 0;
+            token.offset_to = 0;
+            token.position_length = 1;
+            len += 1;
+        };
+        if analyzer.is_english() {
+            analyzer.for_each_word(text, |word| terms.with_term(analyzer, word, &mut push));
+        } else {
+            // A Chinese analyzer's words are its terms: nothing to cache.
+            analyzer.for_each_word(text, &mut push);
+        }
         VecTokenStream {
             tokens: &mut self.tokens[..len],
             next: 0,
@@ -657,7 +785,7 @@ mod tests {
     fn tantivy_tokenizer_matches_analyze() {
         let text = "It was the best of times, the connections of Times' U.S. 3.5";
         for analyzer in Analyzer::ALL {
-            let mut tok = EnglishTokenizer::new(analyzer);
+            let mut tok = AnalyzerTokenizer::new(analyzer);
             let mut stream = tok.token_stream(text);
             let mut got = Vec::new();
             while stream.advance() {

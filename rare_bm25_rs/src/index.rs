@@ -20,8 +20,9 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
 
-use crate::analysis::{Analyzer, EnglishTokenizer};
+use crate::analysis::{Analyzer, AnalyzerTokenizer};
 use crate::error::{Error, ErrorKind, Result};
+use crate::mining::{self, Plan, Skipped};
 use crate::neardup::{NearDupRule, Vocabulary};
 use crate::scoring::{self, Bm25, Hit};
 
@@ -82,8 +83,11 @@ pub struct Options {
     pub writer_heap_bytes: usize,
     pub writer_threads: usize,
     pub pruning: Pruning,
-    /// None: the analyzer a folder's index was built with, else [`Analyzer::Lucene`].
+    /// None: the analyzer a folder's index was built with, else the default of `language`.
     pub analyzer: Option<Analyzer>,
+    /// "en" or "zh"; None: the language a folder's index was built for, else "en" (or the
+    /// analyzer's). A folder built for another language is refused.
+    pub language: Option<String>,
 }
 
 impl Default for Options {
@@ -96,6 +100,7 @@ impl Default for Options {
             writer_threads: 2,
             pruning: Pruning::Auto,
             analyzer: None,
+            language: None,
         }
     }
 }
@@ -133,9 +138,36 @@ fn index_builder(analyzer: Analyzer) -> tantivy::IndexBuilder {
 
 fn marker_json(analyzer: Analyzer) -> String {
     format!(
-        "{{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"analyzer\": \"{}\"}}\n",
-        analyzer.tokenizer_name()
+        "{{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"analyzer\": \"{}\", \
+         \"language\": \"{}\"}}\n",
+        analyzer.tokenizer_name(),
+        analyzer.language()
     )
+}
+
+/// The analyzer of a new index, from the options; an unknown language or an analyzer of
+/// another language is an `invalid_argument` error naming the known ones.
+fn wanted_analyzer(options: &Options) -> Result<Option<Analyzer>> {
+    let Some(language) = options.language.as_deref() else {
+        return Ok(options.analyzer);
+    };
+    let Some(default) = Analyzer::default_for(language) else {
+        return Err(Error::invalid(format!(
+            "unknown language {language:?}; known languages (and their analyzers): {}",
+            Analyzer::known()
+        )));
+    };
+    match options.analyzer {
+        Some(a) if a.language() != language => Err(Error::invalid(format!(
+            "analyzer '{}' is for language '{}', not '{language}'; analyzers of '{language}': \
+             {}",
+            a.name(),
+            a.language(),
+            Analyzer::known()
+        ))),
+        Some(a) => Ok(Some(a)),
+        None => Ok(Some(default)),
+    }
 }
 
 /// Id strings of one segment, by doc id: read once per segment from the `id` fast field.
@@ -219,8 +251,13 @@ fn bad_path(path: &Path, why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Open the index in `path`, built by us with `wanted` (or any analyzer when None).
-fn open_index(path: &Path, wanted: Option<Analyzer>) -> Result<(Index, Analyzer)> {
+/// Open the index in `path`, built by us with `wanted` (or any analyzer when None) for
+/// `language` (or any language when None).
+fn open_index(
+    path: &Path,
+    wanted: Option<Analyzer>,
+    language: Option<&str>,
+) -> Result<(Index, Analyzer)> {
     let incompatible = |why: String| {
         Error::new(
             ErrorKind::Incompatible,
@@ -252,6 +289,15 @@ fn open_index(path: &Path, wanted: Option<Analyzer>) -> Result<(Index, Analyzer)
             )))
         }
     };
+    if let Some(language) = language.filter(|l| *l != analyzer.language()) {
+        return Err(incompatible(format!(
+            "it was built for language '{}' (analyzer '{}'), not '{language}'; open it with \
+             language='{}' (or 'auto', which takes the saved one)",
+            analyzer.language(),
+            analyzer.name(),
+            analyzer.language()
+        )));
+    }
     if let Some(wanted) = wanted.filter(|w| *w != analyzer) {
         return Err(incompatible(format!(
             "it was built with analyzer '{}', not '{}' (leave the analyzer unset to use it as \
@@ -313,19 +359,53 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How many terms `analyzer` makes of `texts`, on `threads` threads (each with its own
+/// tokenizer, as the index writer's threads have).
+pub fn count_terms(analyzer: Analyzer, texts: &[String], threads: usize) -> Result<usize> {
+    use tantivy::tokenizer::{TokenStream, Tokenizer};
+    let pool = thread_pool(threads.max(1))?;
+    Ok(pool.install(|| {
+        texts
+            .par_chunks(64)
+            .map_init(
+                || AnalyzerTokenizer::new(analyzer),
+                |tokenizer, chunk| {
+                    let mut n = 0;
+                    for text in chunk {
+                        let mut stream = tokenizer.token_stream(text);
+                        while stream.advance() {
+                            n += 1;
+                        }
+                    }
+                    n
+                },
+            )
+            .sum()
+    }))
+}
+
 /// What one query of a mining batch got.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mined {
     pub ids: Vec<String>,
     pub scores: Vec<f32>,
+    /// Each negative's candidate rank (0: the best hit that is neither the positive, nor
+    /// above the margin, nor a near-duplicate of the positive).
+    pub ranks: Vec<usize>,
+    /// The positive's score for the query in this index (None: neither its id nor its
+    /// text is known).
+    pub positive_score: Option<f32>,
+    /// Whether the positive's id is in the index (else its score is its text's).
+    pub positive_in_index: bool,
+    pub skipped: Skipped,
 }
 
 pub struct MineRequest<'a> {
     pub queries: &'a [String],
     pub positive_ids: &'a [String],
-    pub num_neg: usize,
-    pub start_rank: usize,
-    pub depth: usize,
+    pub plan: Plan,
+    /// The most hits walked per query; None: as many as the walk needs (every match).
+    pub depth: Option<usize>,
     pub positive_texts: Option<&'a [Option<String>]>,
     pub rule: Option<NearDupRule>,
 }
@@ -354,18 +434,21 @@ impl Bm25Index {
         if options.writer_threads == 0 {
             return Err(Error::invalid("writer_threads must be >= 1"));
         }
-        let fresh = options.analyzer.unwrap_or(Analyzer::Lucene);
+        let wanted = wanted_analyzer(&options)?;
+        let fresh = wanted.unwrap_or(Analyzer::Lucene);
         let (index, analyzer) = match path {
             None => (index_builder(fresh).create_in_ram()?, fresh),
             Some(p) if p.exists() && !p.is_dir() => {
                 return Err(bad_path(p, "it exists and is not a folder"))
             }
-            Some(p) if p.join("meta.json").exists() => open_index(p, options.analyzer)?,
+            Some(p) if p.join("meta.json").exists() => {
+                open_index(p, options.analyzer, options.language.as_deref())?
+            }
             Some(p) => (create_index(p, fresh)?, fresh),
         };
         index.tokenizers().register(
             analyzer.tokenizer_name(),
-            TextAnalyzer::from(EnglishTokenizer::new(analyzer)),
+            TextAnalyzer::from(AnalyzerTokenizer::new(analyzer)),
         );
         let schema = index.schema();
         let id_field = schema.get_field(ID)?;
@@ -650,10 +733,8 @@ impl Bm25Index {
                 )));
             }
         }
-        if req.num_neg == 0 {
-            return Err(Error::invalid("num_neg must be >= 1, got 0"));
-        }
-        if req.depth == 0 {
+        req.plan.validate().map_err(Error::invalid)?;
+        if req.depth == Some(0) {
             return Err(Error::invalid("depth must be >= 1, got 0"));
         }
         if let Some(rule) = &req.rule {
@@ -670,12 +751,19 @@ impl Bm25Index {
     }
 
     fn mine_one(&self, snap: &Snapshot, req: &MineRequest<'_>, qi: usize) -> Result<Mined> {
+        let plan = &req.plan;
+        let query = req.queries[qi].as_str();
         let positive = req.positive_ids[qi].as_str();
-        let wanted = req.start_rank + req.num_neg;
-        let pos_text = match (&req.rule, req.positive_texts) {
+        let given_text = req
+            .positive_texts
+            .and_then(|texts| texts[qi].as_deref())
+            .filter(|t| !t.is_empty());
+        let pos_addr = snap.address_of(positive);
+        let pos_text = match (&req.rule, pos_addr) {
             (None, _) => None,
-            (Some(_), Some(texts)) => texts[qi].clone(),
-            (Some(_), None) => self.text_of(snap, positive)?,
+            (Some(_), _) if given_text.is_some() => given_text.map(str::to_string),
+            (Some(_), Some(addr)) => Some(self.text_at(snap, addr)?),
+            (Some(_), None) => None,
         };
         // `pos_text` is only ever set when there is a rule; an empty one matches nothing.
         let mut vocabulary = Vocabulary::default();
@@ -688,41 +776,111 @@ impl Bm25Index {
             .zip(pos_ids.as_deref())
             .map(|(rule, ids)| (rule, rule.shingles(ids)));
         // Our scorer's top m is exactly the head of its top k, so a short search usually
-        // settles the query: room for the positive and a few near-duplicates of it. Only
-        // a query that runs out searches again, to the full depth.
+        // settles the query: room for the positive and a few near-duplicates of it. A
+        // query that runs out searches again, four times deeper each time, up to `depth`.
+        let num_docs = snap.searcher.num_docs().max(1) as usize;
+        let cap = req.depth.unwrap_or(num_docs);
         let mut k = if self.tantivy_scorer {
-            req.depth
+            cap
         } else {
-            (2 * wanted + 4).min(req.depth)
+            plan.first_k(cap)
         };
+        let mut positive_score = None;
         loop {
-            let hits = self.search_one(snap, &req.queries[qi], k)?;
-            let exhausted = hits.len() < k || k == req.depth;
-            let mut kept: Vec<Hit> = Vec::with_capacity(wanted);
-            for hit in hits {
-                if snap.id(hit.addr) == positive {
-                    continue;
-                }
-                if let Some((rule, shingles)) = &pos_shingles {
-                    let candidate = vocabulary.token_ids(&self.text_at(snap, hit.addr)?);
-                    if rule.same(shingles, &rule.shingles(&candidate)) {
-                        continue;
-                    }
-                }
-                kept.push(hit);
-                if kept.len() == wanted {
-                    break;
-                }
+            let hits = self.search_one(snap, query, k)?;
+            let exhausted = hits.len() < k || k >= cap;
+            if positive_score.is_none() {
+                positive_score = match hits.iter().find(|h| snap.id(h.addr) == positive) {
+                    Some(hit) => Some(hit.score),
+                    None => self.positive_score(snap, query, pos_addr, given_text)?,
+                };
             }
-            if kept.len() == wanted || exhausted {
-                let chosen = kept.get(req.start_rank..).unwrap_or(&[]);
+            let bound = plan.margin.bound(positive_score);
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            let walked = mining::walk(
+                plan,
+                bound,
+                &scores,
+                |i| snap.id(hits[i].addr) == positive,
+                |i| -> Result<bool> {
+                    let Some((rule, shingles)) = &pos_shingles else {
+                        return Ok(false);
+                    };
+                    let candidate = vocabulary.token_ids(&self.text_at(snap, hits[i].addr)?);
+                    Ok(rule.same(shingles, &rule.shingles(&candidate)))
+                },
+            )?;
+            if walked.settled || exhausted {
+                let (kept, skipped) = mining::finish(plan, walked, query, positive);
                 return Ok(Mined {
-                    ids: chosen.iter().map(|h| snap.id(h.addr).to_string()).collect(),
-                    scores: chosen.iter().map(|h| h.score).collect(),
+                    ids: kept
+                        .iter()
+                        .map(|&(i, _)| snap.id(hits[i].addr).to_string())
+                        .collect(),
+                    scores: kept.iter().map(|&(i, _)| hits[i].score).collect(),
+                    ranks: kept.iter().map(|&(_, r)| r).collect(),
+                    positive_score,
+                    positive_in_index: pos_addr.is_some(),
+                    skipped,
                 });
             }
-            k = req.depth;
+            k = k.saturating_mul(4).min(cap);
         }
+    }
+
+    /// The positive's score when it is not among the hits: from the index when its id is
+    /// there, else from its text against the index's statistics.
+    fn positive_score(
+        &self,
+        snap: &Snapshot,
+        query: &str,
+        addr: Option<DocAddress>,
+        text: Option<&str>,
+    ) -> Result<Option<f32>> {
+        let terms = self.analyzer.analyze(query);
+        if let Some(addr) = addr {
+            return Ok(Some(snap.bm25.score_doc(&snap.searcher, &terms, addr)?));
+        }
+        match text {
+            Some(text) => Ok(Some(snap.bm25.score_text(
+                &snap.searcher,
+                &terms,
+                &self.analyzer.analyze(text),
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The score each text would get for its query as a document of this index (see
+    /// [`Bm25::score_text`]).
+    pub fn score_texts(
+        &self,
+        queries: &[String],
+        texts: &[String],
+        threads: usize,
+    ) -> Result<Vec<f32>> {
+        if queries.len() != texts.len() {
+            return Err(Error::invalid(format!(
+                "score_texts() got {} queries but {} texts",
+                queries.len(),
+                texts.len()
+            )));
+        }
+        let snap = self.snapshot()?;
+        let pool = thread_pool(threads.max(1))?;
+        pool.install(|| {
+            queries
+                .par_iter()
+                .zip(texts)
+                .map(|(q, t)| {
+                    snap.bm25.score_text(
+                        &snap.searcher,
+                        &self.analyzer.analyze(q),
+                        &self.analyzer.analyze(t),
+                    )
+                })
+                .collect()
+        })
     }
 }
 
@@ -752,6 +910,7 @@ fn read_segment_ids(seg: &tantivy::SegmentReader) -> Result<Vec<Box<str>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mining::{Margin, Sampling};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -868,28 +1027,120 @@ mod tests {
     #[test]
     fn mining_skips_positive_and_reports_what_it_found() {
         let index = corpus(Options::default());
+        let plan = Plan {
+            num_neg: 3,
+            start_rank: 0,
+            end_rank: None,
+            sampling: Sampling::Top,
+            margin: Margin::default(),
+        };
         let req = MineRequest {
             queries: &strings(&["cats"]),
             positive_ids: &strings(&["a"]),
-            num_neg: 3,
-            start_rank: 0,
-            depth: 50,
+            plan,
+            depth: Some(50),
             positive_texts: None,
             rule: Some(NearDupRule::default()),
         };
         let mined = index.mine(&req, 1).unwrap();
         assert_eq!(mined[0].ids.len(), 2);
         assert!(!mined[0].ids.contains(&"a".to_string()));
+        assert_eq!(mined[0].ranks, vec![0, 1]);
+        assert_eq!(mined[0].skipped.same_id, 1);
+        assert!(mined[0].positive_in_index);
         let skipped = index
             .mine(
                 &MineRequest {
-                    start_rank: 1,
+                    plan: Plan {
+                        start_rank: 1,
+                        ..plan
+                    },
                     ..req
                 },
                 1,
             )
             .unwrap();
         assert_eq!(skipped[0].ids, mined[0].ids[1..].to_vec());
+        assert_eq!(skipped[0].skipped.outside_window, 1);
+    }
+
+    #[test]
+    fn positive_scores_match_search_and_text() {
+        let index = corpus(Options::default());
+        let queries = strings(&["garden cats", "fish pond"]);
+        let hits = index.search_batch(&queries, 10, 1).unwrap();
+        let snap = index.snapshot().unwrap();
+        for (q, query_hits) in queries.iter().zip(&hits) {
+            let terms = index.analyzer.analyze(q);
+            for (id, score) in query_hits {
+                let addr = snap.address_of(id).unwrap();
+                let exact = snap.bm25.score_doc(&snap.searcher, &terms, addr).unwrap();
+                assert_eq!(exact, *score, "{q} {id}");
+                let text = index.text_at(&snap, addr).unwrap();
+                let from_text = index
+                    .score_texts(std::slice::from_ref(q), &[text], 1)
+                    .unwrap()[0];
+                assert!(
+                    (from_text - score).abs() <= 1e-6 * score.max(1.0),
+                    "{q} {id}"
+                );
+            }
+        }
+        // A positive the index does not hold is scored from its text, and said to be so.
+        let plan = Plan {
+            num_neg: 2,
+            start_rank: 0,
+            end_rank: None,
+            sampling: Sampling::Top,
+            margin: Margin {
+                max_score_ratio: Some(0.99),
+                min_score_gap: None,
+            },
+        };
+        let texts = [Some("cats in the garden, cats everywhere".to_string())];
+        let mined = index
+            .mine(
+                &MineRequest {
+                    queries: &strings(&["garden cats"]),
+                    positive_ids: &strings(&["external"]),
+                    plan,
+                    depth: Some(50),
+                    positive_texts: Some(&texts),
+                    rule: None,
+                },
+                1,
+            )
+            .unwrap();
+        let m = &mined[0];
+        assert!(!m.positive_in_index);
+        let expected = index
+            .score_texts(&strings(&["garden cats"]), &[texts[0].clone().unwrap()], 1)
+            .unwrap()[0];
+        assert_eq!(m.positive_score, Some(expected));
+        let bound = 0.99 * expected;
+        assert!(m.scores.iter().all(|s| *s <= bound));
+        // A bound below every score skips every candidate (four documents match).
+        let none = index
+            .mine(
+                &MineRequest {
+                    queries: &strings(&["garden cats"]),
+                    positive_ids: &strings(&["external"]),
+                    plan: Plan {
+                        margin: Margin {
+                            max_score_ratio: Some(0.01),
+                            min_score_gap: None,
+                        },
+                        ..plan
+                    },
+                    depth: Some(50),
+                    positive_texts: Some(&texts),
+                    rule: None,
+                },
+                1,
+            )
+            .unwrap();
+        assert!(none[0].ids.is_empty());
+        assert_eq!(none[0].skipped.above_margin, 4);
     }
 
     #[test]

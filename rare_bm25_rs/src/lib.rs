@@ -5,8 +5,10 @@
 //! batch and spreads the queries over a rayon pool; errors come back as `Bm25Error`.
 
 pub mod analysis;
+pub mod cjk;
 pub mod error;
 pub mod index;
+pub mod mining;
 pub mod neardup;
 pub mod porter;
 pub mod scoring;
@@ -21,6 +23,7 @@ use pyo3::prelude::*;
 use crate::analysis::Analyzer;
 use crate::error::{Error, ErrorKind};
 use crate::index::{Bm25Index, MineRequest, Options, Pruning, Scorer};
+use crate::mining::{Margin, Plan, Sampling};
 use crate::neardup::NearDupRule;
 
 create_exception!(
@@ -70,6 +73,16 @@ fn positive(name: &str, value: i64) -> PyResult<usize> {
     usize::try_from(value).map_err(|_| to_py(Error::invalid(format!("{name} is too large"))))
 }
 
+/// What `Bm25Index.mine` returns (see there).
+type MineOutput = (
+    Vec<Vec<String>>,
+    Vec<Vec<f32>>,
+    Vec<Vec<usize>>,
+    Vec<Option<f32>>,
+    Vec<bool>,
+    (u64, u64, u64, u64),
+);
+
 fn threads(value: Option<i64>) -> PyResult<usize> {
     match value {
         None => Ok(index::default_threads()),
@@ -87,7 +100,7 @@ struct PyBm25Index {
 impl PyBm25Index {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (path=None, k1=1.2, b=0.75, scorer="auto", writer_heap_bytes=256_000_000, writer_threads=None, analyzer=None))]
+    #[pyo3(signature = (path=None, k1=1.2, b=0.75, scorer="auto", writer_heap_bytes=256_000_000, writer_threads=None, analyzer=None, language=None))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -97,6 +110,7 @@ impl PyBm25Index {
         writer_heap_bytes: i64,
         writer_threads: Option<i64>,
         analyzer: Option<&str>,
+        language: Option<String>,
     ) -> PyResult<Self> {
         let analyzer = analyzer.map(parse_analyzer).transpose()?;
         let scorer = match scorer {
@@ -117,6 +131,7 @@ impl PyBm25Index {
             writer_threads: threads(writer_threads)?.min(8),
             pruning: Pruning::Auto,
             analyzer,
+            language,
         };
         let inner = detached(py, || Bm25Index::open(path.as_deref(), options))?;
         Ok(PyBm25Index { inner })
@@ -160,9 +175,12 @@ impl PyBm25Index {
         detached(py, || self.inner.get_texts(&ids, threads))
     }
 
-    /// Returns `(negatives, scores)`, one list per query.
+    /// Returns `(negatives, scores, ranks, positive_scores, positive_in_index, skipped)`:
+    /// the first three one list per query, then one value per query, and the skipped
+    /// candidates of the whole batch as `(same_id, near_duplicate, above_margin,
+    /// outside_window)`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[pyo3(signature = (queries, positive_ids, num_neg, start_rank=0, threads=None, depth=None, positive_texts=None, near_duplicate=None))]
+    #[pyo3(signature = (queries, positive_ids, num_neg, start_rank=0, threads=None, depth=None, positive_texts=None, near_duplicate=None, end_rank=None, sampling="top", seed=0, max_score_ratio=None, min_score_gap=None))]
     fn mine(
         &self,
         py: Python<'_>,
@@ -174,7 +192,12 @@ impl PyBm25Index {
         depth: Option<i64>,
         positive_texts: Option<Vec<Option<String>>>,
         near_duplicate: Option<(i64, i64, f64)>,
-    ) -> PyResult<(Vec<Vec<String>>, Vec<Vec<f32>>)> {
+        end_rank: Option<i64>,
+        sampling: &str,
+        seed: u64,
+        max_score_ratio: Option<f64>,
+        min_score_gap: Option<f64>,
+    ) -> PyResult<MineOutput> {
         let num_neg = positive("num_neg", num_neg)?;
         if start_rank < 0 {
             return Err(to_py(Error::invalid(format!(
@@ -182,9 +205,38 @@ impl PyBm25Index {
             ))));
         }
         let start_rank = start_rank as usize;
+        let end_rank = match end_rank {
+            None => None,
+            Some(e) if e <= start_rank as i64 => {
+                return Err(to_py(Error::invalid(format!(
+                    "end_rank must be > start_rank (the window is candidate ranks \
+                     start_rank to end_rank - 1), got start_rank={start_rank}, end_rank={e}"
+                ))))
+            }
+            Some(e) => Some(e as usize),
+        };
+        let sampling = match sampling {
+            "top" => Sampling::Top,
+            "random" => Sampling::Random { seed },
+            other => {
+                return Err(to_py(Error::invalid(format!(
+                    "sampling must be 'top' or 'random', got {other:?}"
+                ))))
+            }
+        };
+        let plan = Plan {
+            num_neg,
+            start_rank,
+            end_rank,
+            sampling,
+            margin: Margin {
+                max_score_ratio,
+                min_score_gap,
+            },
+        };
         let depth = match depth {
-            None | Some(0) => 50.max(4 * (start_rank + num_neg)),
-            Some(d) => positive("depth", d)?,
+            None | Some(0) => plan.default_depth(),
+            Some(d) => Some(positive("depth", d)?),
         };
         let rule = match near_duplicate {
             None => None,
@@ -199,15 +251,43 @@ impl PyBm25Index {
             let req = MineRequest {
                 queries: &queries,
                 positive_ids: &positive_ids,
-                num_neg,
-                start_rank,
+                plan,
                 depth,
                 positive_texts: positive_texts.as_deref(),
                 rule,
             };
             self.inner.mine(&req, threads)
         })?;
-        Ok(mined.into_iter().map(|m| (m.ids, m.scores)).unzip())
+        let mut out = MineOutput::default();
+        let mut skipped = mining::Skipped::default();
+        for m in mined {
+            out.0.push(m.ids);
+            out.1.push(m.scores);
+            out.2.push(m.ranks);
+            out.3.push(m.positive_score);
+            out.4.push(m.positive_in_index);
+            skipped += m.skipped;
+        }
+        out.5 = (
+            skipped.same_id,
+            skipped.near_duplicate,
+            skipped.above_margin,
+            skipped.outside_window,
+        );
+        Ok(out)
+    }
+
+    /// The score each text would get for its query as a document of this index.
+    #[pyo3(signature = (queries, texts, threads=None))]
+    fn score_texts(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        texts: Vec<String>,
+        threads: Option<i64>,
+    ) -> PyResult<Vec<f32>> {
+        let threads = self::threads(threads)?;
+        detached(py, || self.inner.score_texts(&queries, &texts, threads))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -219,10 +299,16 @@ impl PyBm25Index {
         self.inner.path().map(PathBuf::from)
     }
 
-    /// The analyzer of the index: "lucene" or "rare".
+    /// The analyzer of the index: "lucene", "rare", "cjk" or "jieba".
     #[getter]
     fn analyzer(&self) -> &'static str {
         self.inner.analyzer().name()
+    }
+
+    /// The language of the index's analyzer: "en" or "zh".
+    #[getter]
+    fn language(&self) -> &'static str {
+        self.inner.analyzer().language()
     }
 
     /// The scorer that runs: "maxscore" (ours, any k1/b) or "tantivy" (k1=1.2, b=0.75).
@@ -235,16 +321,65 @@ impl PyBm25Index {
 fn parse_analyzer(name: &str) -> PyResult<Analyzer> {
     Analyzer::from_name(name).ok_or_else(|| {
         to_py(Error::invalid(format!(
-            "analyzer must be 'lucene' or 'rare', got {name:?}"
+            "unknown analyzer {name:?}; known analyzers by language: {}",
+            Analyzer::known()
         )))
     })
 }
 
-/// Index terms of `text` under an analyzer ("lucene" by default, or "rare").
+/// Index terms of `text` under an analyzer ("lucene" by default, "rare", "cjk" or "jieba").
 #[pyfunction]
 #[pyo3(signature = (text, analyzer="lucene"))]
-fn analyze(text: &str, analyzer: &str) -> PyResult<Vec<String>> {
-    Ok(parse_analyzer(analyzer)?.analyze(text))
+fn analyze(py: Python<'_>, text: String, analyzer: &str) -> PyResult<Vec<String>> {
+    let analyzer = parse_analyzer(analyzer)?;
+    detached(py, || Ok(analyzer.analyze(&text)))
+}
+
+/// How many terms an analyzer makes of `texts`, analyzed in Rust on `threads` threads
+/// without building a Python object per term: what timing an analyzer needs.
+#[pyfunction]
+#[pyo3(signature = (texts, analyzer="lucene", threads=None))]
+fn count_terms(
+    py: Python<'_>,
+    texts: Vec<String>,
+    analyzer: &str,
+    threads: Option<i64>,
+) -> PyResult<usize> {
+    let analyzer = parse_analyzer(analyzer)?;
+    let threads = self::threads(threads)?;
+    detached(py, || index::count_terms(analyzer, &texts, threads))
+}
+
+/// The tokens of the near-duplicate rule: lowercased runs of letters and digits, each CJK
+/// character a token of its own (as `rare.text.shingle_tokens`).
+#[pyfunction]
+fn shingle_tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    analysis::for_each_shingle_token(text, |t| out.push(t.to_string()));
+    out
+}
+
+/// The share of CJK characters among the near-duplicate tokens of `texts` (each CJK
+/// character one token, each other word one), as `rare.text.cjk_share`: what
+/// `language="auto"` decides from.
+#[pyfunction]
+fn cjk_share(py: Python<'_>, texts: Vec<String>) -> PyResult<f64> {
+    detached(py, || {
+        let (mut cjk, mut all) = (0usize, 0usize);
+        for text in &texts {
+            analysis::for_each_shingle_token(text, |t| {
+                all += 1;
+                if t.chars().next().is_some_and(cjk::is_cjk) {
+                    cjk += 1;
+                }
+            });
+        }
+        Ok(if all == 0 {
+            0.0
+        } else {
+            cjk as f64 / all as f64
+        })
+    })
 }
 
 /// Lowercased runs of letters and digits, as `rare.text.tokenize`.
@@ -280,6 +415,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBm25Index>()?;
     m.add_function(wrap_pyfunction!(analyze, m)?)?;
     m.add_function(wrap_pyfunction!(tokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(count_terms, m)?)?;
+    m.add_function(wrap_pyfunction!(shingle_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(cjk_share, m)?)?;
     m.add_function(wrap_pyfunction!(is_near_duplicate, m)?)?;
     m.add("Bm25Error", m.py().get_type::<Bm25Error>())?;
     m.add("FORMAT_VERSION", index::FORMAT_VERSION)?;

@@ -386,6 +386,76 @@ impl Bm25 {
         Ok(clauses)
     }
 
+    /// The score of the live document at `addr` for the analyzed query `terms`, exactly as
+    /// [`Bm25::search`] scores it (0 when it has none of the terms).
+    pub fn score_doc(
+        &self,
+        searcher: &Searcher,
+        terms: &[String],
+        addr: DocAddress,
+    ) -> Result<f32> {
+        let clauses = self.weighted_terms(searcher, terms)?;
+        let seg = searcher.segment_reader(addr.segment_ord);
+        let inverted = seg.inverted_index(self.field)?;
+        let fieldnorm_id = seg
+            .get_fieldnorms_reader(self.field)?
+            .fieldnorm_id(addr.doc_id);
+        let mut score = 0f64;
+        for (term, weight) in &clauses {
+            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::WithFreqs)?
+            else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            if doc < addr.doc_id {
+                doc = postings.seek(addr.doc_id);
+            }
+            if doc == addr.doc_id {
+                score += f64::from(weight * self.saturation(postings.term_freq(), fieldnorm_id));
+            }
+        }
+        Ok(score as f32)
+    }
+
+    /// The score a document made of the analyzed `doc_terms` would get for the analyzed
+    /// query `terms` if it were in the index, against this snapshot's statistics (N, df,
+    /// average length); its length is rounded to a one-byte fieldnorm as an indexed one is.
+    pub fn score_text(
+        &self,
+        searcher: &Searcher,
+        terms: &[String],
+        doc_terms: &[String],
+    ) -> Result<f32> {
+        if self.num_docs == 0 || terms.is_empty() || doc_terms.is_empty() {
+            return Ok(0.0);
+        }
+        let fieldnorm_id = FieldNormReader::fieldnorm_to_id(doc_terms.len() as u32);
+        let mut tf: FxHashMap<&str, u32> = FxHashMap::default();
+        for t in doc_terms {
+            *tf.entry(t.as_str()).or_default() += 1;
+        }
+        let mut counted: Vec<(&str, f32)> = Vec::new();
+        for t in terms {
+            match counted.iter_mut().find(|(x, _)| *x == t.as_str()) {
+                Some(entry) => entry.1 += 1.0,
+                None => counted.push((t.as_str(), 1.0)),
+            }
+        }
+        let mut score = 0f64;
+        for (text, count) in counted {
+            let Some(&freq) = tf.get(text) else {
+                continue;
+            };
+            let df = searcher.doc_freq(&Term::from_field_text(self.field, text))?;
+            if df == 0 {
+                continue;
+            }
+            let weight = count * idf(df, self.num_docs);
+            score += f64::from(weight * self.saturation(freq, fieldnorm_id));
+        }
+        Ok(score as f32)
+    }
+
     /// Top `k` documents for the analyzed query `terms` (repeats count, as in Lucene's
     /// bag-of-words queries).
     pub fn search(&self, searcher: &Searcher, terms: &[String], k: usize) -> Result<Vec<Hit>> {

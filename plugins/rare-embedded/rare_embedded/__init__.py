@@ -40,10 +40,129 @@ def find_model_file() -> Path:
 
 # A JSON string of 1..N characters with no control characters (so no raw newlines either).
 _CHAR = r'[^"\\\x00-\x1F\x7F]'
+# What a character class of a pattern may never admit inside a JSON string.
+_UNSAFE = r'"\\\x00-\x1F\x7F'
+_CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " "}
+
+
+def _literal(char: str) -> str:
+    """A GBNF string literal of one safe character."""
+    return '"' + char + '"'
+
+
+def _pattern_atoms(pattern: str, cap: int) -> list[str] | None:
+    """GBNF items for an anchored regular expression of the simple kind schemas use.
+
+    Handles literals, ``.``, escapes (``\\?``, ``\\.``, ``\\d``, ``\\w``, ``\\s``), character
+    classes (``[A-Z]``, ``[^?]``), a group of plain alternatives (``(What|Why|How)``) and the
+    quantifiers ``?``, ``*``, ``+``, ``{m}``, ``{m,n}`` and ``{m,}`` (open ends are capped at
+    ``cap``). Anything else (nested groups, a class or literal that admits a quote, a
+    backslash or a control character): None.
+    """
+    if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$"):
+        return None
+    body = pattern[1:-1]
+    items: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "[":
+            end = body.find("]", i + 2)
+            if end == -1:
+                return None
+            inner = body[i + 1:end]
+            negated = inner.startswith("^")
+            inner = inner[1:] if negated else inner
+            if any(ch in inner for ch in '"\n\t') or ("\\" in inner
+                                                    and not _safe_escapes(inner)):
+                return None
+            inner = _expand_escapes(inner)
+            if inner is None:
+                return None
+            items.append(f"[^{inner}{_UNSAFE}]" if negated else f"[{inner}]")
+            i = end + 1
+        elif c == ".":
+            items.append("char")
+            i += 1
+        elif c == "\\":
+            if i + 1 >= len(body):
+                return None
+            nxt = body[i + 1]
+            if nxt in _CLASS_ESCAPES:
+                items.append(f"[{_CLASS_ESCAPES[nxt]}]")
+            elif nxt in "?.*+()[]{}|^$/-":
+                items.append(_literal(nxt))
+            else:
+                return None
+            i += 2
+        elif c == "(":
+            # a group of plain alternatives: (What|Why|How)
+            end = body.find(")", i)
+            options = body[i + 1:end].split("|") if end != -1 else []
+            if not options or not all(o and all(ch.isalnum() or ch in " ,'-" for ch in o)
+                                      for o in options):
+                return None
+            items.append("(" + " | ".join(f'"{o}"' for o in options) + ")")
+            i = end + 1
+        elif c in ")|":
+            return None
+        elif c in "?*+{":
+            if not items:
+                return None
+            if c == "{":
+                end = body.find("}", i)
+                if end == -1:
+                    return None
+                low_s, comma, high_s = body[i + 1:end].partition(",")
+                try:
+                    low = int(low_s)
+                    high = int(high_s) if high_s else (cap if comma else low)
+                except ValueError:
+                    return None
+                quant = f"{{{low},{max(low, min(high, cap))}}}"
+                i = end + 1
+            else:
+                quant = {"?": "?", "*": f"{{0,{cap}}}", "+": f"{{1,{cap}}}"}[c]
+                i += 1
+            items[-1] = f"{items[-1]}{quant}"
+        elif c in '"\x00\x7f' or ord(c) < 0x20:
+            return None
+        else:
+            items.append(_literal(c))
+            i += 1
+    return items
+
+
+def _safe_escapes(inner: str) -> bool:
+    return all(inner[j + 1] in "?.-]^[dws" for j in range(len(inner) - 1) if inner[j] == "\\")
+
+
+def _expand_escapes(inner: str) -> str | None:
+    out, j = [], 0
+    while j < len(inner):
+        if inner[j] == "\\":
+            nxt = inner[j + 1] if j + 1 < len(inner) else ""
+            if nxt in _CLASS_ESCAPES:
+                out.append(_CLASS_ESCAPES[nxt])
+            elif nxt in "?.-]^[":
+                out.append("\\" + nxt if nxt in "-]^[" else nxt)
+            else:
+                return None
+            j += 2
+        else:
+            out.append(inner[j])
+            j += 1
+    return "".join(out)
 
 
 def grammar_for(schema: dict[str, Any]) -> str | None:
-    """GBNF for an object whose properties are all strings, in schema order; else None."""
+    """GBNF for an object whose properties are all strings, in schema order; else None.
+
+    A property's ``pattern`` (an anchored regular expression of the simple kind, see
+    :func:`_pattern_atoms`) shapes its string, so a schema can demand, say, a question:
+    ``"^[A-Z][^?]{8,240}\\?$"``; a pattern the grammar cannot express gives None (the
+    caller falls back to llama.cpp's own schema conversion).
+    """
     props = schema.get("properties") or {}
     if schema.get("type") != "object" or not props:
         return None
@@ -54,7 +173,13 @@ def grammar_for(schema: dict[str, Any]) -> str | None:
         low = max(1, int(prop.get("minLength", 1)))
         high = max(low, min(int(prop.get("maxLength", 400)), 1000))
         parts.append(f'"\\"{name}\\":" ws s{n}')
-        rules.append(f's{n} ::= "\\"" char{{{low},{high}}} "\\""')
+        if prop.get("pattern"):
+            atoms = _pattern_atoms(str(prop["pattern"]), high)
+            if atoms is None:
+                return None
+            rules.append(f's{n} ::= "\\"" {" ".join(atoms)} "\\""')
+        else:
+            rules.append(f's{n} ::= "\\"" char{{{low},{high}}} "\\""')
     body = ' "," ws '.join(parts)
     return "\n".join([f'root ::= "{{" ws {body} ws "}}"', *rules,
                       f"char ::= {_CHAR}", 'ws ::= [ ]?'])

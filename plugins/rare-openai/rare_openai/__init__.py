@@ -1,10 +1,14 @@
 """Any OpenAI-compatible chat-completions endpoint as a rare-synth serving.
 
-The calls go through ``aiohttp`` on the executor's event loop, ``max_workers`` in flight.
-Measured against a 0.3 s endpoint on two cores, a call costs about 0.25 ms of CPU this way,
-against 1.8 ms through the ``openai`` async client (its request transformation and its
-HTTP pool's per-request scan of every connection): only the bare client keeps 256
-requests in flight at the endpoint's pace (benchmarks/llm_throughput.py).
+The calls run on the executor's event loop, ``max_workers`` in flight, through one of two
+HTTP transports (``http_client``): the ``openai`` package's async client, or a bare
+``aiohttp`` session speaking the same protocol. Measured against a 0.3 s endpoint on two
+cores, a call costs about 1.8 ms of CPU through the openai client (its request
+transformation and its HTTP pool's per-request scan of every connection) and about
+0.25 ms through aiohttp: at 256 in flight only the lean transport keeps pace with the
+endpoint (benchmarks/llm_throughput.py). ``"auto"`` (the default) takes the openai client
+up to 64 requests in flight and aiohttp above. Both give the same replies, retries and
+failure reasons.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from urllib.parse import urlsplit
 from rare import ChatRequest, Completion, LLMServing, ServingError, hookimpl
 
 STRUCTURED_MODES = (None, "json_schema", "json_object")
+HTTP_CLIENTS = ("auto", "openai", "aiohttp")
+#: above this many requests in flight, "auto" takes aiohttp (see the module's doc)
+AUTO_OPENAI_MAX_IN_FLIGHT = 64
 
 
 def base_url_of(api_url: str) -> str:
@@ -123,7 +130,11 @@ def error_detail(body: bytes, status: int) -> str:
 
 
 class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
-    """Chat completions over HTTP (aiohttp), ``max_workers`` requests in flight.
+    """Chat completions over HTTP, ``max_workers`` requests in flight.
+
+    ``http_client``: ``"openai"`` (the openai package's async client), ``"aiohttp"`` (a lean
+    transport for hundreds of requests in flight on a small machine) or ``"auto"`` (the
+    openai client up to 64 in flight, aiohttp above).
 
     The key comes from ``api_key``, else the environment variable ``key_name_of_api_key``,
     else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none.
@@ -149,13 +160,29 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                  seed: int | None = None, timeout: float = 120.0, max_retries: int = 5,
                  structured_output: str | None = None, context_window: int = 32768,
                  extra_body: dict[str, Any] | None = None, retry_backoff: float = 0.5,
-                 retry_backoff_max: float = 8.0, max_retry_wait: float = 60.0) -> None:
+                 retry_backoff_max: float = 8.0, max_retry_wait: float = 60.0,
+                 http_client: str = "auto") -> None:
         super().__init__(model_name=model_name, max_workers=max_workers,
                          temperature=temperature, max_tokens=max_tokens, seed=seed)
+        if http_client not in HTTP_CLIENTS:
+            raise ServingError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}, "
+                               f"got {http_client!r}")
+        self.http_client = http_client
+        if http_client == "auto":
+            http_client = "openai" if max_workers <= AUTO_OPENAI_MAX_IN_FLIGHT else "aiohttp"
+        self.transport = http_client
         try:
             import aiohttp
         except ImportError as exc:  # pragma: no cover - a dependency of this package
             raise ServingError("the aiohttp package is missing: pip install aiohttp") from exc
+        self._openai: Any = None
+        if self.transport == "openai":
+            try:
+                import openai
+            except ImportError as exc:  # pragma: no cover - a dependency of this package
+                raise ServingError("the openai package is missing: pip install openai "
+                                   "(or set http_client='aiohttp')") from exc
+            self._openai = openai
         if structured_output not in STRUCTURED_MODES:
             raise ServingError(f"structured_output must be one of {STRUCTURED_MODES}, "
                                f"got {structured_output!r}")
@@ -183,8 +210,10 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         self._aiohttp = aiohttp
         self._headers = {"Authorization": f"Bearer {key}", "User-Agent": "rare-synth",
                          "Accept": "application/json"}
+        self._key = key
         self._session: Any = None  # made on the executor's event loop, on first use
         self._proxy: str | None = None
+        self._client: Any = None  # the openai client, likewise
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "api_url": self.api_url,
@@ -228,8 +257,54 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                 timeout=aiohttp.ClientTimeout(total=self.timeout), headers=self._headers)
         return self._session
 
+    def client(self) -> Any:
+        """The openai async client (made on the executor's loop); our retries, not its own."""
+        if self._client is None:
+            # its pool allows far more connections than max_workers: the executor bounds them
+            self._client = self._openai.AsyncOpenAI(
+                base_url=base_url_of(self.api_url), api_key=self._key, timeout=self.timeout,
+                max_retries=0)
+        return self._client
+
     async def _attempt(self, body: dict[str, Any]) -> Completion:
         """One HTTP request: a Completion (ok, or failed for good), or CallFailed to retry."""
+        if self.transport == "openai":
+            return await self._attempt_openai(body)
+        return await self._attempt_aiohttp(body)
+
+    async def _attempt_openai(self, body: dict[str, Any]) -> Completion:
+        openai = self._openai
+        kwargs = {k: v for k, v in body.items() if k in ("model", "messages", "temperature",
+                                                          "max_tokens", "seed",
+                                                          "response_format")}
+        extra = {k: v for k, v in body.items() if k not in kwargs}
+        if extra:
+            kwargs["extra_body"] = extra
+        try:
+            response = await self.client().chat.completions.create(**kwargs)
+        except openai.APITimeoutError:
+            raise CallFailed("timeout", f"no reply within {self.timeout:g} s", True) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise CallFailed("connection", _short(cause) or "connection error", True) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            headers = exc.response.headers
+            hint = headers.get("x-should-retry")
+            retry = status in RETRY_STATUSES or status >= 500
+            retry = hint == "true" or (retry and hint != "false")
+            raise CallFailed(f"http_{status}", error_detail(exc.response.content, status),
+                             retry, retry_after_of(headers)) from None
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
+            raise CallFailed("malformed_body", _short(exc) or type(exc).__name__,
+                             True) from None
+        if isinstance(response, (str, bytes)):  # a non-JSON body comes back as text
+            text = response if isinstance(response, str) else response.decode("utf-8", "replace")
+            raise CallFailed("malformed_body", f"not a JSON body: {_short(text, 60)!r}", True)
+        return read_reply(response.model_dump())
+
+    async def _attempt_aiohttp(self, body: dict[str, Any]) -> Completion:
         aiohttp = self._aiohttp
         try:
             session = self.session()
@@ -304,6 +379,9 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
 
 def read_reply(data: Any) -> Completion:

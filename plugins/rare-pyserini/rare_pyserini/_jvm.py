@@ -201,11 +201,15 @@ _CLASS_NAMES = {
     "SortFieldType": "org.apache.lucene.search.SortField$Type",
     "SortRescorer": "org.apache.lucene.search.SortRescorer",
     "EnglishAnalyzer": "org.apache.lucene.analysis.en.EnglishAnalyzer",
+    "CJKAnalyzer": "org.apache.lucene.analysis.cjk.CJKAnalyzer",
     "IndexCollection": "io.anserini.index.IndexCollection",
     "IndexCollectionArgs": "io.anserini.index.IndexCollection$Args",
     "BagOfWordsQueryGenerator": "io.anserini.search.query.BagOfWordsQueryGenerator",
     "ScoredDocs": "io.anserini.search.ScoredDocs",
     "IndexReaderUtils": "io.anserini.index.IndexReaderUtils",
+    "AnalyzerUtils": "io.anserini.analysis.AnalyzerUtils",
+    "Term": "org.apache.lucene.index.Term",
+    "SmallFloat": "org.apache.lucene.util.SmallFloat",
 }
 
 
@@ -274,6 +278,7 @@ class Classes:
         self.ScoredDocs  # noqa: B018
         self._json: Any = None
         self._analyzer: Any = None
+        self._cjk_analyzer: Any = None
         self._generator: Any = None
 
     def __getattr__(self, name: str) -> Any:
@@ -299,6 +304,19 @@ class Classes:
                 if self._analyzer is None:
                     self._analyzer = self.EnglishAnalyzer()
         return self._analyzer
+
+    @property
+    def cjk_analyzer(self) -> Any:
+        """Lucene's CJKAnalyzer: what Anserini analyzes Chinese with (``-language zh``)."""
+        if self._cjk_analyzer is None:
+            with _class_lock:
+                if self._cjk_analyzer is None:
+                    self._cjk_analyzer = self.CJKAnalyzer()
+        return self._cjk_analyzer
+
+    def analyzer_for(self, language: str) -> Any:
+        """The analyzer of a language: ``en`` English, ``zh`` CJK."""
+        return self.cjk_analyzer if language == "zh" else self.analyzer
 
     @property
     def generator(self) -> Any:

@@ -3,8 +3,11 @@
 Index layout is Anserini's own (what ``pyserini.index.lucene`` / ``IndexCollection`` writes
 for a JsonCollection with ``-storeContents``): a stored, untokenized ``id`` field with binary
 doc values, and a stored ``contents`` field analyzed by Lucene's English analyzer (Porter
-stemmer, Lucene's 33 stop words; Anserini's default analyzer is token for token the same).
+stemmer, Lucene's 33 stop words; Anserini's default analyzer is token for token the same),
+or for ``language="zh"`` by Lucene's CJKAnalyzer (Anserini's ``-language zh``: CJK bigrams).
 So an index built here opens in Pyserini, and one Pyserini or Anserini built opens here.
+An index built here records its language in ``rare_pyserini.json`` beside Lucene's files;
+opening it with another language is an error.
 
 Where time goes, per query: building the query and searching run inside the JVM with the
 GIL released, so Python threads search in parallel. The hits cross JNI as one JSON string
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rare import NearDuplicateRule, Retriever, RetrieverError
+from rare.errors import SettingsError
 from rare.retriever import Hits, default_threads
 from rare_pyserini import _jvm
 
@@ -38,6 +43,8 @@ _FIELD_CHARSEQ = ("(Ljava/lang/String;Ljava/lang/CharSequence;"
 _REMEMBERED_IDS = 1_000_000
 # Java's String.trim() drops these; Anserini skips a document whose trimmed text is empty.
 _JAVA_TRIM = "".join(chr(c) for c in range(0x21))
+#: beside Lucene's files: the language (and analyzer) an index was built with
+MARKER = "rare_pyserini.json"
 
 
 def _is_index(path: Path) -> bool:
@@ -52,14 +59,24 @@ class PyseriniRetriever(Retriever):
     lives in a temporary directory removed by :meth:`close`. Documents given to
     :meth:`index` are searchable after :meth:`commit` (``search_batch`` commits pending
     documents itself). Ties in score are broken by document id, as Pyserini does.
+
+    ``language``: ``"en"`` (Lucene's EnglishAnalyzer, ``analyzer="lucene"``), ``"zh"``
+    (Lucene's CJKAnalyzer as Anserini's ``-language zh`` uses it, ``analyzer="cjk"``) or
+    ``"auto"`` (picked from the first batch indexed, or a saved index's own).
     """
 
     name = "pyserini"
+    analyzers = {"en": ("lucene",), "zh": ("cjk",)}
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
                  near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),
-                 path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
+                 path: str | os.PathLike[str] | None = None, language: str = "en",
+                 analyzer: str | None = None) -> None:
+        super().__init__(k1=k1, b=b, near_duplicate=near_duplicate, language=language)
+        try:
+            self.check_analyzer(analyzer)
+        except SettingsError as exc:
+            raise RetrieverError(str(exc)) from None
         _jvm.thread_state()
         self._java = _jvm.classes()
         if path is None:
@@ -83,7 +100,6 @@ class PyseriniRetriever(Retriever):
         self._rescorer: Any = None  # re-sorts hits by _id_sort
         # One of each per process (see _jvm.Classes): thread-safe in Java, and pyjnius
         # cannot call one method on two objects of a class from two threads at once.
-        self._analyzer = self._java.analyzer
         self._generator = self._java.generator
         self._known_ids: set[str] = set()  # ids committed or pending through this object
         self._opened_docs = 0  # documents the index held before this object wrote to it
@@ -97,8 +113,44 @@ class PyseriniRetriever(Retriever):
             self, _cleanup, self.path if self._owns_path else None, self._spool_ref
         )
         if _is_index(self.path):
+            self._check_saved_language()
             self._open_reader()
             self._opened_docs = len(self)
+
+    # -- language --------------------------------------------------------------------------
+    @property
+    def analyzer_name(self) -> str | None:
+        return None if self.language == "auto" else self.analyzers[self.language][0]
+
+    @property
+    def _analyzer(self) -> Any:
+        """The Lucene analyzer of the language (one per process, see _jvm.Classes)."""
+        if self.language == "auto":  # nothing indexed to tell the language from
+            self.language = "en"
+        return self._java.analyzer_for(self.language)
+
+    def _check_saved_language(self) -> None:
+        """Take the language of a saved index (``auto``), or refuse another one."""
+        marker = self.path / MARKER
+        try:
+            saved = json.loads(marker.read_text(encoding="utf-8"))["language"]
+        except (OSError, ValueError, KeyError, TypeError):
+            saved = None  # built elsewhere (Pyserini, Anserini): trust the setting
+        if saved is None:
+            if self.language == "auto":
+                self.language = "en"
+            return
+        if self.language == "auto":
+            self.language = str(saved)
+        elif saved != self.language:
+            raise RetrieverError(
+                f"the index at {self.path} was built for language {saved!r} (analyzer "
+                f"{self.analyzers.get(saved, ('?',))[0]!r}), not {self.language!r}; open it "
+                f"with language={saved!r} (or 'auto', which takes the saved one)")
+
+    def _write_marker(self) -> None:
+        marker = {"language": self.language, "analyzer": self.analyzer_name}
+        (self.path / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
     # -- indexing --------------------------------------------------------------------------
     def index(self, ids: Sequence[str], texts: Sequence[str]) -> None:
@@ -117,6 +169,7 @@ class PyseriniRetriever(Retriever):
         _jvm.thread_state()
         with self._lock:
             self._check_open()
+            self.observe_texts(texts)
             if self._opened_docs:
                 clash = [d for d in batch_ids if self._lucene_docid(d) >= 0]
                 if clash:
@@ -174,6 +227,7 @@ class PyseriniRetriever(Retriever):
                 if (existed and built is not None) or self._pending_empty:
                     self._write(built if existed else None, self._pending_empty,
                                 positions, vectors)
+                self._write_marker()
             except BaseException:
                 # The pending documents are dropped: they may be indexed again.
                 self._known_ids.difference_update(self._pending)
@@ -218,6 +272,8 @@ class PyseriniRetriever(Retriever):
         args.index = str(target)
         args.threads = sum(1 for n in self._spool_lines if n)
         args.storeContents = True
+        if self.language == "zh":
+            args.language = "zh"  # Anserini's CJKAnalyzer
         args.storePositions = positions
         args.storeDocvectors = vectors
         args.quiet = True
@@ -433,7 +489,63 @@ class PyseriniRetriever(Retriever):
             lucene_ids[doc_id] = hit["doc"]
         return hits
 
-    # -- mining ----------------------------------------------------------------------------
+    # -- scoring a text --------------------------------------------------------------------
+    def score_texts(self, queries: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Each text's score for its query as a document of this index, as Lucene's
+        BM25Similarity scores an indexed one: the index's document count, document
+        frequencies and average length, the text's length rounded to Lucene's one-byte
+        norm, each query term weighted by how often the query repeats it."""
+        if len(queries) != len(texts):
+            raise RetrieverError(f"score_texts() got {len(queries)} queries but "
+                                 f"{len(texts)} texts")
+        _jvm.thread_state()
+        with self._lock:
+            self._check_open()
+            if self._pending:
+                self.commit()
+            reader = self._reader
+            if reader is None:
+                return [0.0] * len(queries)
+            j = self._java
+            stats = self._searcher().collectionStatistics(CONTENTS)
+            if stats is None:
+                return [0.0] * len(queries)
+            doc_count = int(stats.docCount())
+            avgdl = float(stats.sumTotalTermFreq()) / doc_count
+            analyze = j.AnalyzerUtils.analyze
+            df_cache: dict[str, int] = {}
+            out = []
+            for query, text in zip(queries, texts):
+                tokens = list(analyze(self._analyzer, text))
+                if not tokens:
+                    out.append(0.0)
+                    continue
+                # (no Java call nested in another's arguments: see _search_one)
+                code = j.SmallFloat.intToByte4(len(tokens))
+                length = int(j.SmallFloat.byte4ToInt(code))
+                norm = self.k1 * ((1 - self.b) + self.b * length / avgdl)
+                counts: dict[str, int] = {}
+                for term in analyze(self._analyzer, query):
+                    counts[term] = counts.get(term, 0) + 1
+                freqs: dict[str, int] = {}
+                for token in tokens:
+                    freqs[token] = freqs.get(token, 0) + 1
+                score = 0.0
+                for term, count in counts.items():
+                    tf = freqs.get(term)
+                    if not tf:
+                        continue
+                    df = df_cache.get(term)
+                    if df is None:
+                        lucene_term = j.Term(CONTENTS, term)
+                        df = df_cache[term] = int(reader.docFreq(lucene_term))
+                    if df == 0:
+                        continue
+                    idf = math.log(1 + (doc_count - df + 0.5) / (df + 0.5))
+                    score += count * idf * tf / (tf + norm)
+                out.append(score)
+            return out
+
 
     # -- stored texts ----------------------------------------------------------------------
     def _lucene_docid(self, doc_id: str) -> int:

@@ -6,8 +6,9 @@ import logging
 
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.formats import Records
+from rare.text import check_language
 from rare_stages.common import Tally, generate_with_retries, parse_json_object
-from rare_stages.prompts import DOC2QUERY_SCHEMA, DOC2QUERY_SYSTEM, DOC2QUERY_USER
+from rare_stages.prompts import PROMPTS, document_language, prompts_for
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,21 @@ class Doc2Query(Operator):
     a row that still fails keeps None in both columns, its reason in ``doc2query_error`` and
     the last raw reply in ``doc2query_raw``. Documents longer than ``max_doc_tokens``
     (default: what the serving's context leaves) are cut and ``doc2query_truncated`` says so.
+
+    The question and scenario are asked for in the document's language: ``language="auto"``
+    (the default) reads it from each document's script mix (Chinese documents get the
+    Chinese prompts), ``"en"`` or ``"zh"`` sets it for every row; ``doc2query_language``
+    records the language used.
     """
 
     def __init__(self, llm_serving: LLMServing | None = None, max_attempts: int = 3,
-                 max_doc_tokens: int | None = None, seed: int = 0) -> None:
+                 max_doc_tokens: int | None = None, seed: int = 0,
+                 patterns: bool = True, language: str = "auto") -> None:
         super().__init__()
+        self.language = check_language(language)
+        #: whether the reply's schema carries the patterns of a real question and scenario
+        #: (``DOC2QUERY_SCHEMA_PATTERNS`` in English); False sends the plain schema
+        self.patterns = patterns
         self._owns_serving = llm_serving is None
         self.llm_serving = default_serving(llm_serving)
         self.max_attempts = max_attempts
@@ -77,35 +88,43 @@ class Doc2Query(Operator):
     def output_columns(self) -> list[str]:
         return [self.output_question_key, self.output_scenario_key]
 
-    def doc_budget(self) -> int:
+    def doc_budget(self, language: str = "en") -> int:
         if self.max_doc_tokens is not None:
             return self.max_doc_tokens
         serving = self.llm_serving
-        overhead = serving.count_tokens(DOC2QUERY_SYSTEM + DOC2QUERY_USER) + 32
+        prompts = prompts_for(language)
+        overhead = serving.count_tokens(prompts.doc2query_system + prompts.doc2query_user) + 32
         return max(64, serving.context_window - overhead - REPLY_TOKENS)
 
-    def build_request(self, document: str, attempt: int) -> ChatRequest:
+    def build_request(self, document: str, attempt: int, language: str = "en") -> ChatRequest:
+        prompts = prompts_for(language)
+        schema = prompts.doc2query_schema_patterns if self.patterns else prompts.doc2query_schema
         return ChatRequest.from_prompt(
-            DOC2QUERY_USER.format(document=document), system=DOC2QUERY_SYSTEM,
-            json_schema=DOC2QUERY_SCHEMA, max_tokens=REPLY_TOKENS,
+            prompts.doc2query_user.format(document=document), system=prompts.doc2query_system,
+            json_schema=schema, max_tokens=REPLY_TOKENS,
             seed=self.seed + attempt,
         )
 
     def open(self, ctx: StepContext) -> None:
         super().open(ctx)
         self.tally = Tally(self.llm_serving)
-        self.budget = self.doc_budget()
+        self.budgets = {language: self.doc_budget(language) for language in PROMPTS}
+        self.budget = min(self.budgets.values())
 
     def transform(self, rows: Records, ctx: StepContext) -> Records:
         texts, problems = self.text_values(rows, self.input_key, ctx)
         self.warn_problems(problems, "have no text and are marked failed")
         documents: dict[int, str] = {}
+        languages: list[str | None] = [None] * len(rows)
         truncated = [False] * len(rows)
         for i, text in enumerate(texts):
             if text is not None:
-                documents[i], truncated[i] = self.llm_serving.truncate(text, self.budget)
+                language = languages[i] = document_language(text, self.language)
+                documents[i], truncated[i] = self.llm_serving.truncate(
+                    text, self.budgets[language])
         values, failures, attempts = generate_with_retries(
-            self.llm_serving, lambda i, a: self.build_request(documents[i], a),
+            self.llm_serving,
+            lambda i, a: self.build_request(documents[i], a, languages[i] or "en"),
             list(documents), parse_query, self.attempts_allowed, desc="Doc2Query",
             journal=ctx.journal,
         )
@@ -125,6 +144,7 @@ class Doc2Query(Operator):
             row["doc2query_raw"] = raw
             row["doc2query_attempts"] = attempts.get(i, 0)
             row["doc2query_truncated"] = truncated[i]
+            row["doc2query_language"] = languages[i]
         if any(truncated):
             log.warning("%d document(s) were longer than %d tokens and were cut to fit the "
                         "serving's context (column doc2query_truncated)", sum(truncated),

@@ -7,6 +7,9 @@ __all__ = [
     "Bm25Index",
     "analyze",
     "tokenize",
+    "count_terms",
+    "shingle_tokens",
+    "cjk_share",
     "is_near_duplicate",
     "Bm25Error",
     "FORMAT_VERSION",
@@ -32,9 +35,12 @@ class Bm25Index:
         writer_heap_bytes: int = 256_000_000,
         writer_threads: int | None = None,
         analyzer: str | None = None,
+        language: str | None = None,
     ) -> Bm25Index: ...
     @property
     def analyzer(self) -> str: ...
+    @property
+    def language(self) -> str: ...
     @property
     def path(self) -> str | None: ...
     @property
@@ -56,11 +62,29 @@ class Bm25Index:
         depth: int | None = None,
         positive_texts: list[str | None] | None = None,
         near_duplicate: tuple[int, int, float] | None = None,
-    ) -> tuple[list[list[str]], list[list[float]]]: ...
+        end_rank: int | None = None,
+        sampling: str = "top",
+        seed: int = 0,
+        max_score_ratio: float | None = None,
+        min_score_gap: float | None = None,
+    ) -> tuple[
+        list[list[str]],
+        list[list[float]],
+        list[list[int]],
+        list[float | None],
+        list[bool],
+        tuple[int, int, int, int],
+    ]: ...
+    def score_texts(
+        self, queries: list[str], texts: list[str], threads: int | None = None
+    ) -> list[float]: ...
     def __len__(self) -> int: ...
 
 def analyze(text: str, analyzer: str = "lucene") -> list[str]: ...
 def tokenize(text: str) -> list[str]: ...
+def count_terms(texts: list[str], analyzer: str = "lucene", threads: int | None = None) -> int: ...
+def shingle_tokens(text: str) -> list[str]: ...
+def cjk_share(texts: list[str]) -> float: ...
 def is_near_duplicate(
     a: str, b: str, ngram: int = 8, min_shared: int = 25, min_fraction: float = 0.5
 ) -> bool: ...

@@ -7,13 +7,24 @@ with the GIL released, one batch per call, spread over a thread pool.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from rare.errors import RetrieverError
-from rare.retriever import Hits, MineResult, Retriever, check_mine_args, default_threads
+from rare.errors import RetrieverError, SettingsError
+from rare.retriever import (
+    SKIP_REASONS,
+    Hits,
+    MineResult,
+    Retriever,
+    check_mine_args,
+    default_threads,
+)
 from rare.text import NearDuplicateRule
 from rare_bm25_rs import _native
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TantivyError", "TantivyRetriever"]
 
@@ -61,10 +72,14 @@ class TantivyRetriever(Retriever):
     fastest here at every query length measured. ``"tantivy"`` runs tantivy's own scorer
     (k1=1.2, b=0.75 only; its scores divided by ``k1 + 1`` to Lucene's scale).
 
-    ``analyzer``: ``"lucene"`` (default for a new index) tokenizes and stems as Lucene's
-    EnglishAnalyzer does; ``"rare"`` is exactly :class:`rare.EnglishAnalyzer`, token for
-    token, as rare's Python backends analyze. A saved index keeps the analyzer it was built
-    with (None: take it from the folder).
+    ``language``: ``"en"`` (default), ``"zh"``, or ``"auto"`` (picked from the first batch
+    indexed; a saved index's own). ``analyzer``: for ``en``, ``"lucene"`` (default)
+    tokenizes and stems as Lucene's EnglishAnalyzer does and ``"rare"`` is exactly
+    :class:`rare.EnglishAnalyzer`, token for token, as rare's Python backends analyze; for
+    ``zh``, ``"cjk"`` (default) gives the tokens of Lucene's CJKAnalyzer (CJK bigrams, other
+    words kept) and ``"jieba"`` segments words with jieba-rs. A saved index keeps the
+    language and analyzer it was built with (analyzer None: take it from the folder);
+    opening it with another is an ``incompatible_index`` error saying which it has.
 
     ``path`` opens the index a folder already holds (built by this class), else creates
     one there; documents are searchable after :meth:`commit`, and any read commits pending
@@ -72,34 +87,52 @@ class TantivyRetriever(Retriever):
     """
 
     name = "tantivy"
+    analyzers = {"en": ("lucene", "rare"), "zh": ("cjk", "jieba")}
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
                  near_duplicate: NearDuplicateRule | None = NearDuplicateRule(),  # noqa: B008
                  path: str | os.PathLike[str] | None = None, scorer: str = "auto",
                  writer_heap_bytes: int = 256_000_000, writer_threads: int | None = None,
-                 analyzer: str | None = None) -> None:
+                 language: str = "en", analyzer: str | None = None) -> None:
         try:
-            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate)
-        except RetrieverError as exc:
+            super().__init__(k1=k1, b=b, near_duplicate=near_duplicate, language=language)
+            self.check_analyzer(analyzer)
+        except (RetrieverError, SettingsError) as exc:
             raise TantivyError(str(exc)) from None
         self.path = None if path is None else os.fspath(path)
         self._handle: _native.Bm25Index | None = None
+        self._settings = dict(k1=self.k1, b=self.b, scorer=scorer,
+                              writer_heap_bytes=writer_heap_bytes,
+                              writer_threads=min(_threads(writer_threads), 8),
+                              analyzer=analyzer)
+        saved = self.path is not None and Path(self.path, "meta.json").exists()
+        # `auto` waits for the first batch of a new index; a saved index has its language.
+        if self.language != "auto" or saved:
+            self._open(None if self.language == "auto" else self.language)
+
+    def _open(self, language: str | None) -> _native.Bm25Index:
         with _translated():
-            self._handle = _native.Bm25Index(
-                self.path, k1=self.k1, b=self.b, scorer=scorer,
-                writer_heap_bytes=writer_heap_bytes,
-                writer_threads=min(_threads(writer_threads), 8), analyzer=analyzer,
-            )
+            handle = _native.Bm25Index(self.path, language=language, **self._settings)
+        self._handle = handle
+        self.language = str(handle.language)
+        return handle
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path else "RAM"
-        state = "closed" if self._handle is None else f"analyzer={self.analyzer!r}"
+        state = ("closed" if self._closed else "language='auto', no index yet"
+                 if self._handle is None else
+                 f"language={self.language!r}, analyzer={self.analyzer!r}")
         return f"TantivyRetriever(k1={self.k1}, b={self.b}, {state}, index={where})"
 
     @property
     def _index(self) -> _native.Bm25Index:
         """The native index; a :class:`TantivyError` once the retriever is closed."""
         index = self._handle
+        if index is None and not self._closed:
+            # `auto` with nothing indexed yet: there is nothing to tell the language from.
+            log.info("tantivy retriever: language='auto' with no text indexed yet: 'en'")
+            self.language = "en"
+            index = self._open("en")
         if index is None:
             raise TantivyError(
                 "this tantivy retriever is closed (close() was called, or its `with` block "
@@ -114,8 +147,12 @@ class TantivyRetriever(Retriever):
 
     @property
     def analyzer(self) -> str:
-        """The index's analyzer: "lucene" or "rare"."""
+        """The index's analyzer: "lucene", "rare", "cjk" or "jieba"."""
         return str(self._index.analyzer)
+
+    @property
+    def analyzer_name(self) -> str | None:
+        return None if self._handle is None else str(self._handle.analyzer)
 
     @property
     def scorer(self) -> str:
@@ -127,6 +164,10 @@ class TantivyRetriever(Retriever):
         ids, texts = _strings(ids, "ids"), _strings(texts, "texts")
         if len(ids) != len(texts):
             raise TantivyError(f"index() got {len(ids)} ids but {len(texts)} texts")
+        if self._handle is None and not self._closed:
+            self._open(self.observe_texts(texts))
+        else:
+            self.observe_texts(texts)
         with _translated():
             self._index.add(ids, texts)
 
@@ -139,6 +180,8 @@ class TantivyRetriever(Retriever):
         index (a RAM index's memory goes with it). Calling it again does nothing."""
         index = self._handle
         if index is None:
+            if not self._closed:
+                super().close()
             return
         try:
             with _translated():
@@ -163,18 +206,34 @@ class TantivyRetriever(Retriever):
         with _translated():
             return len(self._index)
 
+    def score_texts(self, queries: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Each text's score for its query as a document of this index, in Rust (the
+        text's length rounded to a one-byte fieldnorm, as an indexed document's is)."""
+        queries, texts = _strings(queries, "queries"), _strings(texts, "texts")
+        if len(queries) != len(texts):
+            raise TantivyError(f"score_texts() got {len(queries)} queries but "
+                               f"{len(texts)} texts")
+        with _translated():
+            return self._index.score_texts(queries, texts)
+
     def mine(self, queries: Sequence[str], positive_ids: Sequence[str], num_neg: int,
              start_rank: int = 0, threads: int | None = None, depth: int | None = None,
-             positive_texts: Sequence[str | None] | None = None) -> MineResult:
+             positive_texts: Sequence[str | None] | None = None, *,
+             end_rank: int | None = None, sampling: str = "top", seed: int = 0,
+             max_score_ratio: float | None = None,
+             min_score_gap: float | None = None) -> MineResult:
         """Hard negatives for every query, as :meth:`rare.Retriever.mine`, all in Rust.
 
-        The whole batch runs without the GIL: search to ``depth``, drop the positive (by id
-        and by the near-duplicate rule), skip ``start_rank``, keep ``num_neg``.
+        The whole batch runs without the GIL: search (a short search first, four times
+        deeper each time a query runs out, up to ``depth``), drop the positive (by id and
+        by the near-duplicate rule), apply the window and the margin, keep the top
+        ``num_neg`` or draw them.
         """
         queries = _strings(queries, "queries")
         positive_ids = _strings(positive_ids, "positive_ids")
         try:
-            check_mine_args(queries, positive_ids, num_neg, start_rank)
+            check_mine_args(queries, positive_ids, num_neg, start_rank, end_rank, sampling,
+                            max_score_ratio, min_score_gap)
         except RetrieverError as exc:
             raise TantivyError(str(exc)) from None
         texts = None
@@ -189,12 +248,19 @@ class TantivyRetriever(Retriever):
         rule = self.near_duplicate
         rule_args = None if rule is None else (rule.ngram, rule.min_shared, rule.min_fraction)
         with _translated():
-            negatives, scores = self._index.mine(
+            negatives, scores, ranks, pos_scores, in_index, skipped = self._index.mine(
                 queries, positive_ids, num_neg, start_rank=start_rank,
-                threads=_threads(threads), depth=depth, positive_texts=texts,
-                near_duplicate=rule_args,
+                threads=_threads(threads),
+                depth=depth,
+                positive_texts=texts, near_duplicate=rule_args, end_rank=end_rank,
+                sampling=sampling, seed=seed & _MASK64, max_score_ratio=max_score_ratio,
+                min_score_gap=min_score_gap,
             )
-        return MineResult(negatives, scores, num_neg)
+        return MineResult(negatives, scores, num_neg, ranks=ranks, positive_scores=pos_scores,
+                          positive_in_index=in_index, skipped=dict(zip(SKIP_REASONS, skipped)))
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def _threads(threads: int | None) -> int:
