@@ -52,35 +52,54 @@ def _response_bytes() -> bytes:
 
 
 # -- the fake endpoint -----------------------------------------------------------------------
-async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            latency: float, reply: bytes, counter: list[int]) -> None:
-    try:
+class _Reply(asyncio.Protocol):
+    """One connection: each request (headers, then Content-Length bytes) is answered with
+    the same reply ``latency`` seconds after it arrived; keep-alive, HTTP/1.1."""
+
+    def __init__(self, latency: float, reply: bytes) -> None:
+        self.latency = latency
+        self.reply = reply
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        loop = asyncio.get_running_loop()
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
             length = 0
-            for line in head.split(b"\r\n"):
+            for line in self.buffer[:end].split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            counter[0] += 1
-            if latency:
-                await asyncio.sleep(latency)
-            writer.write(reply)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+            if len(self.buffer) < end + 4 + length:
+                return  # the body is still coming
+            self.buffer = self.buffer[end + 4 + length:]
+            if self.latency:
+                loop.call_later(self.latency, self._send)
+            else:
+                self._send()
+
+    def _send(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
 
 
 def serve(port_queue: Any, latency: float) -> None:
     """The endpoint's process: bind a free port, report it, answer until killed."""
     async def main() -> None:
-        reply, counter = _response_bytes(), [0]
-        server = await asyncio.start_server(
-            lambda r, w: _serve_connection(r, w, latency, reply, counter), "127.0.0.1", 0,
-            backlog=4096)
+        reply = _response_bytes()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Reply(latency, reply), "127.0.0.1", 0,
+                                          backlog=4096)
         port_queue.put(server.sockets[0].getsockname()[1])
         async with server:
             await server.serve_forever()
@@ -100,6 +119,11 @@ class Endpoint:
         self.proc.start()
         port = self.queue.get(timeout=30)
         return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the endpoint's process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
@@ -154,10 +178,12 @@ def doc2query_requests(count: int) -> list[Any]:
             for i in range(count)]
 
 
-def measure(url: str, workers: int, latency: float, waves: int, journal_dir: Path,
-            cache: bool = False, http_client: str = "auto") -> dict[str, Any]:
+def measure(endpoint: Endpoint, url: str, workers: int, latency: float, waves: int,
+            journal_dir: Path, cache: bool = False, http_client: str = "auto"
+            ) -> dict[str, Any]:
+    from rare_openai import APILLMServing_request  # (not through the registry: no plugins)
+
     from rare.llm import Journal, ResponseCache
-    from rare.serving import APILLMServing_request
 
     count = waves * workers
     requests = doc2query_requests(count + workers)
@@ -170,10 +196,11 @@ def measure(url: str, workers: int, latency: float, waves: int, journal_dir: Pat
         serving.generate(requests[count:])  # warm-up: the client and its connections
         with Journal(journal_dir / f"w{workers}.journal") as journal:
             start = time.perf_counter()
-            cpu = time.process_time()
+            cpu, server_cpu = time.process_time(), endpoint.cpu_seconds()
             replies = serving.generate(requests[:count], journal=journal)
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu
+            server_cpu = endpoint.cpu_seconds() - server_cpu
     finally:
         serving.close()
     failed = sum(not r.ok for r in replies)
@@ -182,7 +209,8 @@ def measure(url: str, workers: int, latency: float, waves: int, journal_dir: Pat
             "requests": count, "failed": failed,
             "seconds": round(elapsed, 3), "req_per_s": round(count / elapsed, 1),
             "ideal_req_per_s": round(ideal, 1), "ratio": round(count / elapsed / ideal, 3),
-            "client_cpu_s": round(cpu, 2)}
+            "client_cpu_ms_per_request": round(cpu * 1000 / count, 3),
+            "endpoint_cpu_ms_per_request": round(server_cpu * 1000 / count, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,16 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fake endpoint capacity: {capacity:,.0f} replies/s at zero latency "
           f"(the most asked below: {need:,.0f}/s)")
     rows = []
-    with Endpoint(args.latency) as url, tempfile.TemporaryDirectory() as tmp:
+    endpoint = Endpoint(args.latency)
+    with endpoint as url, tempfile.TemporaryDirectory() as tmp:
         for w in workers:
-            row = measure(url, w, args.latency, args.waves, Path(tmp), args.cache,
+            row = measure(endpoint, url, w, args.latency, args.waves, Path(tmp), args.cache,
                           args.http_client)
             rows.append(row)
             print(f"max_workers {w:4d} ({row['transport']}): {row['requests']:5d} requests in "
                   f"{row['seconds']:6.2f} s"
                   f" = {row['req_per_s']:7.1f}/s, ideal {row['ideal_req_per_s']:7.1f}/s, "
-                  f"ratio {row['ratio']:.3f} (failed {row['failed']}, client CPU "
-                  f"{row['client_cpu_s']:.1f} s)", flush=True)
+                  f"ratio {row['ratio']:.3f} (failed {row['failed']}; CPU a request: client "
+                  f"{row['client_cpu_ms_per_request']:.3f} ms, endpoint "
+                  f"{row['endpoint_cpu_ms_per_request']:.3f} ms)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"capacity": capacity, "load": load,
                                                "latency": args.latency, "rows": rows},

@@ -72,6 +72,20 @@ def test_the_key_covers_model_request_and_sampling_but_not_plumbing():
         s.close()
 
 
+def test_the_key_is_the_hash_of_settings_and_every_request_field():
+    # the key's recipe is a contract: caches and journals written earlier must still match
+    import dataclasses
+    import hashlib
+    import json
+
+    settings = {"class": "X", "model": "m", "temperature": 0.3, "seed": 0, "extra": {"a": [1]}}
+    request = ChatRequest.from_prompt("Explain é.", system="Be brief.",
+                                      json_schema={"type": "object"}, max_tokens=9, seed=2)
+    payload = json.dumps({"settings": settings, "request": dataclasses.asdict(request)},
+                         sort_keys=True, ensure_ascii=False, default=str)
+    assert request_key(settings, request) == hashlib.sha256(payload.encode()).hexdigest()
+
+
 def test_a_rerun_with_the_same_settings_makes_no_call(server, tmp_path):
     cache = tmp_path / "responses"
     first = ask(server.chat_url, cache, PROMPTS)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ NO_CACHE_ENV = "RARE_NO_CACHE"
 
 def request_key(settings: dict[str, Any], request: ChatRequest) -> str:
     """A stable hash of everything that decides the reply."""
-    payload = json.dumps({"settings": settings, "request": asdict(request)}, sort_keys=True,
-                         ensure_ascii=False, default=str)
+    payload = json.dumps({"settings": settings, "request": request.to_record()},
+                         sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -5,7 +5,7 @@ This module imports nothing else of :mod:`rare.llm`, so every other part can imp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,12 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The request as a dict of its fields (what :func:`rare.llm.request_key` hashes)."""
+        return {"messages": self.messages, "json_schema": self.json_schema,
+                "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "seed": self.seed}
 
     @classmethod
     def from_prompt(cls, prompt: str, system: str | None = None, **kwargs: Any) -> ChatRequest:
@@ -54,9 +60,9 @@ class Completion:
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict of the reply, as the journal and the cache store it."""
-        data = asdict(self)
-        data.pop("cached", None)
-        return data
+        return {"text": self.text, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "error": self.error, "attempts": self.attempts, "extra": dict(self.extra)}
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Completion:

@@ -105,6 +105,16 @@ def _short(text: Any, limit: int = 160) -> str:
     return first[:limit]
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy that ``HTTP_PROXY``/``HTTPS_PROXY`` (less ``NO_PROXY``) set for ``url``."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def error_detail(body: bytes, status: int) -> str:
     """The message of an error body (``{"error": {"message": ...}}``), else its first line."""
     try:
@@ -202,6 +212,7 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                          "Accept": "application/json"}
         self._key = key
         self._session: Any = None  # made on the executor's event loop, on first use
+        self._proxy: str | None = None
         self._client: Any = None  # the openai client, likewise
 
     def settings(self) -> dict[str, Any]:
@@ -236,13 +247,14 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
 
     def session(self) -> Any:
         """The HTTP session (made on the executor's loop): ``max_workers`` connections kept
-        open; the proxy settings of the environment apply, as with any HTTP client."""
+        open. The environment's proxy is looked up once here, not by the session for every
+        request (aiohttp's ``trust_env`` does that on a thread pool: two thread hops a call)."""
         if self._session is None:
             aiohttp = self._aiohttp
+            self._proxy = env_proxy(self._endpoint)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_workers, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self.timeout), headers=self._headers,
-                trust_env=True)
+                timeout=aiohttp.ClientTimeout(total=self.timeout), headers=self._headers)
         return self._session
 
     def client(self) -> Any:
@@ -295,7 +307,8 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
     async def _attempt_aiohttp(self, body: dict[str, Any]) -> Completion:
         aiohttp = self._aiohttp
         try:
-            async with self.session().post(self._endpoint, json=body) as response:
+            session = self.session()
+            async with session.post(self._endpoint, json=body, proxy=self._proxy) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
                 content_type = response.content_type
