@@ -270,11 +270,18 @@ def test_three_stages_on_llama_cpp_equal_the_local_run(llama_server, cluster,  #
         pipe.serving.use_cache(False)
         return pipe
 
-    local = pipeline().run(tmp_path / "docs.jsonl", tmp_path / "local.jsonl",
-                           cache_path=tmp_path / "cache-local")
-    report = pipeline(runner="ray", runner_options={
-        "address": cluster.address, "pool_size": 2, "num_cpus": 0.5}).run(
-        tmp_path / "docs.jsonl", tmp_path / "ray.jsonl", cache_path=tmp_path / "cache-ray")
+    first = pipeline()
+    second = pipeline(runner="ray", runner_options={"address": cluster.address,
+                                                   "pool_size": 2, "num_cpus": 0.5})
+    try:
+        local = first.run(tmp_path / "docs.jsonl", tmp_path / "local.jsonl",
+                          cache_path=tmp_path / "cache-local")
+        report = second.run(tmp_path / "docs.jsonl", tmp_path / "ray.jsonl",
+                            cache_path=tmp_path / "cache-ray")
+    finally:
+        for pipe in (first, second):
+            assert pipe.serving is not None
+            pipe.serving.close()
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     for n in (1, 2, 3):
         name = f"rare_cache_step_step{n}.jsonl"
@@ -368,7 +375,7 @@ def test_workers_that_cannot_see_the_driver_folders_say_so(tmp_path, caplog):
 
     storage = FileStorage(str(tmp_path / "in.jsonl"), cache_path=str(tmp_path / "cache"))
     spec = StageSpec(step=1, operator="Doc2Query", init={}, run={"input_key": TEXT},
-                     storage=storage, token="not-shared", uses_llm=True,
+                     storage=storage, token="not-shared", takes_serving=True, uses_llm=True,
                      serving_name="openai",
                      serving_options={"api_url": "http://127.0.0.1:9/v1/chat/completions"},
                      response_cache=str(tmp_path / "responses"),
