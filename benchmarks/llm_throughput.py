@@ -10,7 +10,7 @@ document, no two alike) go through ``APILLMServing_request`` and the batch execu
 each ``max_workers``, with the step's journal on and the response cache off, as in
 ``rare run --no-cache`` (``--cache`` turns a new one on). Ideal throughput is
 ``max_workers / latency``; ``--http-client`` picks the serving's transport (``auto``: the
-openai client up to 64 in flight, aiohttp above). A batch is ``--waves`` times
+openai client up to 16 in flight, aiohttp above). A batch is ``--waves`` times
 ``max_workers`` requests, after one warm-up wave that opens the connections. Run it on a
 quiet machine::
 

@@ -7,7 +7,7 @@ cores, a call costs about 1.8 ms of CPU through the openai client (its request
 transformation and its HTTP pool's per-request scan of every connection) and about
 0.25 ms through aiohttp: at 256 in flight only the lean transport keeps pace with the
 endpoint (benchmarks/llm_throughput.py). ``"auto"`` (the default) takes the openai client
-up to 64 requests in flight and aiohttp above. Both give the same replies, retries and
+up to 16 requests in flight and aiohttp above. Both give the same replies, retries and
 failure reasons.
 """
 
@@ -28,7 +28,7 @@ from rare import ChatRequest, Completion, LLMServing, ServingError, hookimpl
 STRUCTURED_MODES = (None, "json_schema", "json_object")
 HTTP_CLIENTS = ("auto", "openai", "aiohttp")
 #: above this many requests in flight, "auto" takes aiohttp (see the module's doc)
-AUTO_OPENAI_MAX_IN_FLIGHT = 64
+AUTO_OPENAI_MAX_IN_FLIGHT = 16
 
 
 def base_url_of(api_url: str) -> str:
@@ -134,7 +134,7 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
 
     ``http_client``: ``"openai"`` (the openai package's async client), ``"aiohttp"`` (a lean
     transport for hundreds of requests in flight on a small machine) or ``"auto"`` (the
-    openai client up to 64 in flight, aiohttp above).
+    openai client up to 16 in flight, aiohttp above).
 
     The key comes from ``api_key``, else the environment variable ``key_name_of_api_key``,
     else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none.
