@@ -39,6 +39,9 @@ def llama() -> Any:
     model.close()
 
 
+_ENGINE = threading.Lock()
+
+
 class LlamaBatchServing(LLMServing):
     """llama.cpp in this process, a whole batch per call; greedy, so replies repeat."""
 
@@ -53,6 +56,10 @@ class LlamaBatchServing(LLMServing):
         self.batches: list[int] = []
 
     def complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
+        with _ENGINE:  # one llama.cpp context: a batch left running by a Ctrl-C ends first
+            return self._complete_batch(requests)
+
+    def _complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
         from llama_cpp import LlamaGrammar
         from rare_embedded import grammar_for
 
@@ -100,6 +107,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(serving: LLMServing, corpus: Path, work: Path) -> list[dict[str, Any]]:
     steps = rare_steps("contents", num_neg=1)
+    steps[2].init["grounding"] = False  # one reply a row: this test is about the batch path
     Pipeline(steps, serving=serving, retriever="gensim").run(
         corpus, work / "out.jsonl", cache_path=work / "cache")
     return read_records(work / "out.jsonl")
