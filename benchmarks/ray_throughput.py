@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("TQDM_DISABLE", "1")  # the figures, not the driver's progress bar
 
 from fault_server import FaultServerProcess  # noqa: E402
 
