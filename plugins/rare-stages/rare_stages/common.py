@@ -35,6 +35,18 @@ def parse_json_object(reply: str) -> dict[str, Any]:
     raise ValueError("no JSON object in the reply")
 
 
+def reply_fields(completion: Completion) -> dict[str, Any]:
+    """The reply's JSON object with its keys stripped and lower-cased; ValueError saying why
+    there is none (a reply cut off by max_tokens says so)."""
+    try:
+        obj = parse_json_object(completion.text or "")
+    except ValueError as exc:
+        if completion.finish_reason == "length":
+            raise ValueError(f"truncated (finish_reason=length): {exc}") from None
+        raise
+    return {str(k).strip().lower(): v for k, v in obj.items()}
+
+
 def seeded_int(*parts: Any) -> int:
     """A stable 64-bit integer from ``parts`` (unlike hash(), the same in every process)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()

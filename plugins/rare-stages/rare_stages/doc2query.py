@@ -7,7 +7,7 @@ import logging
 from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.formats import Records
 from rare.text import check_language
-from rare_stages.common import Tally, generate_with_retries, parse_json_object
+from rare_stages.common import Tally, generate_with_retries, reply_fields
 from rare_stages.prompts import PROMPTS, document_language, prompts_for
 
 log = logging.getLogger(__name__)
@@ -18,13 +18,7 @@ REPLY_TOKENS = 600
 
 def parse_query(completion: Completion) -> tuple[str, str]:
     """(question, scenario) from a reply, or ValueError naming what is wrong."""
-    try:
-        obj = parse_json_object(completion.text or "")
-    except ValueError as exc:
-        if completion.finish_reason == "length":
-            raise ValueError(f"truncated (finish_reason=length): {exc}") from None
-        raise
-    fields = {str(k).strip().lower(): v for k, v in obj.items()}
+    fields = reply_fields(completion)
     out = []
     for key in ("question", "scenario"):
         value = fields.get(key)

@@ -24,7 +24,12 @@ from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.errors import SettingsError
 from rare.formats import Records
 from rare.llm import Journal
-from rare_stages.common import Tally, generate_with_retries, parse_json_object, seeded_int
+from rare_stages.common import (
+    Tally,
+    generate_with_retries,
+    reply_fields,
+    seeded_int,
+)
 from rare_stages.prompts import JUDGE_SCHEMA, JUDGE_SYSTEM, JUDGE_USER
 
 log = logging.getLogger(__name__)
@@ -39,13 +44,7 @@ NO = ("no", "false", "does not answer", "n")
 
 def parse_verdict(completion: Completion) -> tuple[str, str]:
     """("yes" or "no", reason) from a reply; ValueError naming what is wrong."""
-    try:
-        obj = parse_json_object(completion.text or "")
-    except ValueError as exc:
-        if completion.finish_reason == "length":
-            raise ValueError(f"truncated (finish_reason=length): {exc}") from None
-        raise
-    fields = {str(k).strip().lower(): v for k, v in obj.items()}
+    fields = reply_fields(completion)
     raw = fields.get("verdict", fields.get("answer"))
     if isinstance(raw, bool):
         verdict = "yes" if raw else "no"
