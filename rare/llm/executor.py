@@ -61,6 +61,8 @@ class Backend(Protocol):
     drain_seconds: float
     #: requests per ``complete_batch`` call (None: all that are left)
     batch_size: int | None
+    #: what to check when every call fails (the end of the fail-fast message)
+    failure_hint: str
 
     def call_style(self) -> CallStyle: ...
     def settings(self) -> dict[str, Any]: ...
@@ -389,8 +391,8 @@ class BatchExecutor:
         reasons = ", ".join(f"{k}: {v}" for k, v in self.failures.most_common(3))
         return ServingError(
             f"stopped: the last {failed} calls to {self.backend.describe()} all failed "
-            f"({reasons}); last error: {last.error}. Check the endpoint, the model name and "
-            "the key; finished replies are kept, so running again resumes."
+            f"({reasons}); last error: {last.error}. {self.backend.failure_hint}; finished "
+            "replies are kept, so running again resumes."
         )
 
     def _stopped_error(self, future: Future[None] | None, missing: int) -> ServingError:

@@ -47,6 +47,8 @@ class LLMServing:
     drain_seconds: float = 30.0
     #: requests per ``complete_batch`` call (None: every request that is left)
     batch_size: int | None = None
+    #: what to check when every call fails (the end of the fail-fast message)
+    failure_hint: str = "Check the endpoint, the model name and the key"
 
     def __init__(self, model_name: str = "", max_workers: int = 1,
                  temperature: float | None = None, max_tokens: int | None = None,
