@@ -351,16 +351,21 @@ class Retriever(ABC):
         :func:`default_depth`; with a margin, as many as the walk needs). A hit is skipped
         when its id is the positive's; when it scores above the margin: above
         ``max_score_ratio`` times the positive's own score for the query, or above that
-        score minus ``min_score_gap``; or when the near-duplicate rule says it repeats the
-        positive's text (``positive_texts[i]``, else the stored one). Every other hit is a
-        candidate and gets the next rank, 0 first. Then:
+        score minus ``min_score_gap``. Every other hit is a candidate and gets the next
+        rank, 0 first. Then:
 
         - Window: candidates ranked below ``start_rank`` are skipped (the very top is the
           likeliest to be an unlabelled positive); the walk stops at rank ``end_rank``.
-        - Sampling: ``"top"`` keeps the first ``num_neg`` candidates left; ``"random"``
-          draws ``num_neg`` of all the candidates in the window, seeded by ``seed``, the
-          query and the positive's id (reproducible, independent of the batch), and
-          returns them in the order drawn.
+        - Sampling: ``"top"`` takes the window's candidates in rank order; ``"random"``
+          draws from all the candidates in the window, seeded by ``seed``, the query and
+          the positive's id (reproducible, independent of the batch), and returns them in
+          the order drawn.
+        - Each candidate taken is checked by the near-duplicate rule against the positive's
+          text (``positive_texts[i]``, else the stored one): one that repeats it is skipped
+          and the next is taken (the next in rank order, or the next drawn), until
+          ``num_neg`` are kept or the window runs out. Only the candidates taken are read
+          (about ``num_neg`` texts a query, however wide the window); a near-duplicate
+          outside the window counts as outside it.
 
         The positive's score is the one the index gives it (scored from its text against
         the index's statistics when its id is not in the index; see
