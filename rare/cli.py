@@ -31,6 +31,46 @@ def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     return out
 
 
+#: BM25HardNeg's mining settings that `rare run` takes as flags: (setting, flag)
+MINING_FLAGS = (("start_rank", "--start-rank"), ("end_rank", "--end-rank"),
+                ("sampling", "--sampling"), ("seed", "--seed"),
+                ("max_score_ratio", "--max-score-ratio"), ("min_score_gap", "--min-score-gap"))
+HARDNEG_OPERATORS = ("BM25HardNeg", "RAREBM25HardNegGenerator")
+
+
+def _apply_mining_flags(steps: list[Any], given: dict[str, Any], judge: bool) -> None:
+    """Put the mining flags given into every BM25HardNeg step (as run settings, which win
+    over the step's own init and run settings from a config), then check each such step's
+    resulting settings, so that a bad value stops the run before any work, naming the
+    setting and the flag."""
+    from rare.errors import SettingsError
+    from rare.retriever import check_mining_settings
+
+    flags = dict(MINING_FLAGS)
+    mining = [s for s in steps if s.operator in HARDNEG_OPERATORS]
+    if (given or judge) and not mining:
+        names = ", ".join(flags[k] for k in given) + (", --judge" if judge else "")
+        raise click.UsageError(f"{names.lstrip(', ')}: the pipeline has no BM25HardNeg step")
+    for step in mining:
+        step.run.update(given)
+        if judge:
+            step.init["judge"] = True
+
+        def setting(key: str, default: Any, step: Any = step) -> Any:
+            value = step.run.get(key)
+            return step.init.get(key, default) if value is None else value
+
+        try:
+            check_mining_settings(setting("num_neg", 3), setting("start_rank", 0),
+                                  setting("end_rank", None), setting("sampling", "top"),
+                                  setting("max_score_ratio", None),
+                                  setting("min_score_gap", None), error=SettingsError)
+        except SettingsError as exc:
+            named = [flags[k] for k in flags if k in given and k in str(exc)]
+            hint = f" ({', '.join(named)})" if named else ""
+            raise click.UsageError(f"BM25HardNeg: {exc}{hint}") from None
+
+
 def _print_stage(report: StageReport) -> None:
     s = report.stats
     click.echo(f"  {report.name}: {s.get('rows_out', '?')} rows, {s.get('failed', 0)} failed, "
@@ -122,6 +162,28 @@ def cli(verbose: bool) -> None:
                    "(picked from the texts' scripts). Sets the retriever's analyzer and the "
                    "prompts' language (by default each document's own).")
 @click.option("--num-neg", type=int, help="Hard negatives per question (default: 3).")
+@click.option("--start-rank", type=int,
+              help="BM25HardNeg: first candidate rank to take negatives from (default: 0; "
+                   "10 skips the ten closest candidates).")
+@click.option("--end-rank", type=int,
+              help="BM25HardNeg: the window ends before this candidate rank (default: no "
+                   "end); must be > --start-rank.")
+@click.option("--sampling", type=click.Choice(["top", "random"]),
+              help="BM25HardNeg: keep the best candidates of the window (top, default) or a "
+                   "seeded random draw from it (random; give --end-rank too).")
+@click.option("--seed", type=int,
+              help="BM25HardNeg: seed of --sampling random (default: 0).")
+@click.option("--max-score-ratio", type=float,
+              help="BM25HardNeg: skip a candidate scoring above this fraction of the "
+                   "positive's own score, in (0, 1]; 0.95 is the value for a real corpus "
+                   "(default: off).")
+@click.option("--min-score-gap", type=float,
+              help="BM25HardNeg: skip a candidate scoring less than this far below the "
+                   "positive's score, >= 0 (default: off).")
+@click.option("--judge", is_flag=True,
+              help="BM25HardNeg: ask the run's LLM serving whether each negative in fact "
+                   "answers the question, and replace those that do from deeper "
+                   "candidates.")
 @click.option("--cache-dir", help="Directory of the per-step files (default: ./cache).")
 @click.option("--cache-type", type=click.Choice(["json", "jsonl", "csv", "parquet"]))
 @click.option("--batch-size", type=int,
@@ -147,7 +209,9 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
         serving: str | None, api_url: tuple[str, ...], model: str | None,
         serving_option: tuple[str, ...], retriever: str | None,
         retriever_option: tuple[str, ...], text_key: str | None, language: str | None,
-        num_neg: int | None,
+        num_neg: int | None, start_rank: int | None, end_rank: int | None,
+        sampling: str | None, seed: int | None, max_score_ratio: float | None,
+        min_score_gap: float | None, judge: bool,
         cache_dir: str | None, cache_type: str | None, batch_size: int | None,
         max_samples: int | None, no_grounding: bool, no_cache: bool,
         response_cache: str | None, runner: str | None, ray_address: str | None,
@@ -205,6 +269,14 @@ def run(config_path: str | None, input_path: str | None, output_path: str | None
                     step.init["max_samples"] = max_samples
                 if no_grounding:
                     step.init["grounding"] = False
+            if (step.operator in HARDNEG_OPERATORS and num_neg is not None
+                    and "steps" in config):
+                step.run["num_neg"] = num_neg
+        flag_values = {"start_rank": start_rank, "end_rank": end_rank, "sampling": sampling,
+                       "seed": seed, "max_score_ratio": max_score_ratio,
+                       "min_score_gap": min_score_gap}
+        _apply_mining_flags(steps, {k: v for k, v in flag_values.items() if v is not None},
+                            judge)
         pipeline = Pipeline(steps, serving=serving_name, serving_options=serving_opts,
                             retriever=retriever_name, retriever_options=retriever_opts,
                             batch_size=batch_size or pipe.get("batch_size"),

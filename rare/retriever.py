@@ -99,8 +99,8 @@ def first_k(num_neg: int, start_rank: int, end_rank: int | None, sampling: str,
             cap: int) -> int:
     """The hits a first search fetches: usually enough to settle the query (a query that
     runs out searches again, four times deeper each time, up to ``cap``)."""
-    if sampling == "top":
-        k = 2 * (start_rank + num_neg) + 4
+    if sampling == "top":  # the candidates needed and room for a few skipped hits
+        k = max(2 * num_neg, start_rank + num_neg) + 4
     elif end_rank is not None:
         k = end_rank + 4
     else:
@@ -351,16 +351,21 @@ class Retriever(ABC):
         :func:`default_depth`; with a margin, as many as the walk needs). A hit is skipped
         when its id is the positive's; when it scores above the margin: above
         ``max_score_ratio`` times the positive's own score for the query, or above that
-        score minus ``min_score_gap``; or when the near-duplicate rule says it repeats the
-        positive's text (``positive_texts[i]``, else the stored one). Every other hit is a
-        candidate and gets the next rank, 0 first. Then:
+        score minus ``min_score_gap``. Every other hit is a candidate and gets the next
+        rank, 0 first. Then:
 
         - Window: candidates ranked below ``start_rank`` are skipped (the very top is the
           likeliest to be an unlabelled positive); the walk stops at rank ``end_rank``.
-        - Sampling: ``"top"`` keeps the first ``num_neg`` candidates left; ``"random"``
-          draws ``num_neg`` of all the candidates in the window, seeded by ``seed``, the
-          query and the positive's id (reproducible, independent of the batch), and
-          returns them in the order drawn.
+        - Sampling: ``"top"`` takes the window's candidates in rank order; ``"random"``
+          draws from all the candidates in the window, seeded by ``seed``, the query and
+          the positive's id (reproducible, independent of the batch), and returns them in
+          the order drawn.
+        - Each candidate taken is checked by the near-duplicate rule against the positive's
+          text (``positive_texts[i]``, else the stored one): one that repeats it is skipped
+          and the next is taken (the next in rank order, or the next drawn), until
+          ``num_neg`` are kept or the window runs out. Only the candidates taken are read
+          (about ``num_neg`` texts a query, however wide the window); a near-duplicate
+          outside the window counts as outside it.
 
         The positive's score is the one the index gives it (scored from its text against
         the index's statistics when its id is not in the index; see
@@ -426,6 +431,7 @@ class Retriever(ABC):
             log.info("%d of %d positives are not in the index; their scores come from their "
                      "texts against the index's statistics", outside, n)
         walked: list[tuple[list[tuple[int, int]], dict[str, int]] | None] = [None] * n
+        checkers: list[_NearDuplicates | None] = [None] * n
         pending = list(range(n))
         while True:
             again = []
@@ -433,9 +439,10 @@ class Retriever(ABC):
                 pos_text = given[qi] or stored.get(qi)
                 bound = margin_bound(pos_scores[qi], max_score_ratio, min_score_gap)
                 counts = dict.fromkeys(SKIP_REASONS, 0)
-                kept, settled = self._walk(hits[qi], positive_ids[qi],
-                                           pos_text if rule else None, num_neg, start_rank,
-                                           end_rank, top, bound, counts)
+                checkers[qi] = checker = _NearDuplicates(self, hits[qi],
+                                                         pos_text if rule else None)
+                kept, settled = self._walk(hits[qi], positive_ids[qi], checker, num_neg,
+                                           start_rank, end_rank, top, bound, counts)
                 walked[qi] = (kept, counts)
                 if not settled and len(hits[qi]) >= k and k < cap:
                     again.append(qi)
@@ -457,8 +464,11 @@ class Retriever(ABC):
             for reason, count in counts.items():
                 skipped[reason] += count
             if not top:
+                drawer = checkers[qi]
+                assert drawer is not None
                 rng = SplitMix64.for_query(seed, queries[qi], positive_ids[qi])
-                kept = [kept[j] for j in sample_indices(len(kept), num_neg, rng)]
+                kept, near = _draw(kept, num_neg, rng, drawer)
+                skipped["near_duplicate"] += near
             query_hits = hits[qi]
             negatives.append([query_hits[i][0] for i, _ in kept])
             scores.append([query_hits[i][1] for i, _ in kept])
@@ -466,34 +476,17 @@ class Retriever(ABC):
         return MineResult(negatives, scores, num_neg, ranks=ranks, positive_scores=pos_scores,
                           positive_in_index=in_index, skipped=skipped)
 
-    def _walk(self, hits: Hits, positive_id: str, positive_text: str | None, num_neg: int,
-              start_rank: int, end_rank: int | None, top: bool, bound: float | None,
-              skipped: dict[str, int]) -> tuple[list[tuple[int, int]], bool]:
-        """(index in ``hits``, candidate rank) of the candidates the window keeps (the
-        first ``num_neg`` when ``top``, else all of them), and whether the walk ended by
-        its own rules (else the hits ran out first). Adds to ``skipped``; a hit skipped for
-        several reasons counts under the first of: same id, above the margin,
-        near-duplicate, outside the window.
-
-        The near-duplicate rule reads only the texts of hits within the margin, fetched a
-        slice at a time, so a backend whose stored texts are costly to read (a Lucene index
-        on disk) reads little more than it uses.
+    def _walk(self, hits: Hits, positive_id: str, near_duplicate: _NearDuplicates,
+              num_neg: int, start_rank: int, end_rank: int | None, top: bool,
+              bound: float | None, skipped: dict[str, int]) -> tuple[list[tuple[int, int]], bool]:
+        """(index in ``hits``, candidate rank) of the window's candidates, and whether the
+        walk ended by its own rules (else the hits ran out first). With ``top``: the first
+        ``num_neg`` that are not near-duplicates of the positive (only the candidates taken
+        are checked); else every candidate of the window, unchecked (:func:`_draw` checks
+        those it draws). Adds to ``skipped``; a hit skipped for several reasons counts
+        under the first of: same id, above the margin, outside the window, near-duplicate.
         """
-        rule = self.near_duplicate
         kept: list[tuple[int, int]] = []
-        texts: dict[int, str | None] = {}
-        pos_sh = rule.shingles(positive_text) if rule is not None and positive_text else None
-
-        def near_duplicate(i: int) -> bool:
-            if rule is None or pos_sh is None:
-                return False
-            if i not in texts:
-                size = max(8, 2 * (num_neg - len(kept)))
-                chunk = range(i, min(len(hits), i + size))
-                texts.update(zip(chunk, self.get_texts([hits[j][0] for j in chunk])))
-            text = texts[i]
-            return text is not None and rule.same(pos_sh, rule.shingles(text))
-
         rank = 0
         for i, (doc_id, score) in enumerate(hits):
             if top and len(kept) == num_neg:
@@ -506,13 +499,71 @@ class Retriever(ABC):
             if bound is not None and score > bound:
                 skipped["above_margin"] += 1
                 continue
-            if near_duplicate(i):
-                skipped["near_duplicate"] += 1
-                continue
             rank += 1
             if rank - 1 < start_rank:
                 skipped["outside_window"] += 1
                 continue
+            if top and near_duplicate([i], max(8, 2 * (num_neg - len(kept))))[0]:
+                skipped["near_duplicate"] += 1
+                continue
             kept.append((i, rank - 1))
         settled = (top and len(kept) == num_neg) or (end_rank is not None and rank >= end_rank)
         return kept, settled
+
+
+class _NearDuplicates:
+    """Whether hits repeat the positive's text (the retriever's near-duplicate rule; never,
+    without a rule or a positive text). Texts are read only for the hits asked about, a
+    slice at a time, so a backend whose stored texts are costly to read (a Lucene index on
+    disk) reads little more than it uses."""
+
+    def __init__(self, retriever: Retriever, hits: Hits, positive_text: str | None) -> None:
+        self.retriever = retriever
+        self.hits = hits
+        self.rule = retriever.near_duplicate
+        self.positive = None if self.rule is None or not positive_text else \
+            self.rule.shingles(positive_text)
+        self.texts: dict[int, str | None] = {}
+
+    def __call__(self, indices: Sequence[int], ahead: int = 0) -> list[bool]:
+        """Whether each hit of ``indices`` is a near-duplicate; with ``ahead``, the texts
+        of that many hits from ``indices[0]`` on are read in the same call."""
+        rule, positive = self.rule, self.positive
+        if rule is None or positive is None:
+            return [False] * len(indices)
+        wanted = [i for i in indices if i not in self.texts]
+        if wanted and ahead:
+            wanted += [j for j in range(wanted[0] + 1, min(len(self.hits), wanted[0] + ahead))
+                       if j not in self.texts and j not in wanted]
+        if wanted:
+            self.texts.update(zip(wanted, self.retriever.get_texts(
+                [self.hits[j][0] for j in wanted])))
+        out = []
+        for i in indices:
+            text = self.texts[i]
+            out.append(text is not None and rule.same(positive, rule.shingles(text)))
+        return out
+
+
+def _draw(candidates: list[tuple[int, int]], num_neg: int, rng: SplitMix64,
+          near_duplicate: _NearDuplicates) -> tuple[list[tuple[int, int]], int]:
+    """``num_neg`` of ``candidates`` in the order a partial Fisher-Yates shuffle draws them,
+    each drawn one checked by the near-duplicate rule (a near-duplicate is left out and the
+    draw goes on), and how many near-duplicates were drawn. The texts of a round of draws
+    are read together."""
+    pool = list(range(len(candidates)))
+    m, at, near = len(pool), 0, 0
+    out: list[tuple[int, int]] = []
+    while len(out) < num_neg and at < m:
+        drawn = []
+        for _ in range(min(num_neg - len(out), m - at)):
+            j = at + rng.below(m - at)
+            pool[at], pool[j] = pool[j], pool[at]
+            drawn.append(candidates[pool[at]])
+            at += 1
+        for candidate, dup in zip(drawn, near_duplicate([i for i, _ in drawn])):
+            if dup:
+                near += 1
+            else:
+                out.append(candidate)
+    return out, near

@@ -84,6 +84,34 @@ def test_positive_is_never_returned(cacm_tantivy, cacm_docs) -> None:
 MINE_CASES = [(3, 0, None), (5, 2, None), (2, 0, 6), (4, 10, 20)]
 
 
+WINDOW_CASES = [{"start_rank": 5}, {"start_rank": 2, "end_rank": 14},
+                {"start_rank": 3, "end_rank": 30, "sampling": "random", "seed": 4},
+                {"end_rank": 12, "sampling": "random", "max_score_ratio": 0.9}]
+
+
+@pytest.mark.parametrize("settings", WINDOW_CASES, ids=lambda c: ",".join(c))
+def test_window_and_draws_check_near_duplicates_alike_in_rust_and_python(
+        cacm_tantivy, cacm_docs, settings) -> None:
+    """Only the candidates taken are checked for near-duplicates (a near-duplicate taken is
+    replaced by the next candidate, or the next one drawn): the same negatives, ranks and
+    skip counts in Rust and on the Python path, and no near-duplicate of the positive kept."""
+    docs = cacm_docs[::25]
+    queries = [d["contents"][:300] for d in docs]
+    positives = [d["id"] for d in docs]
+    text_of = {d["id"]: d["contents"] for d in cacm_docs}
+    strict = NearDuplicateRule(ngram=2, min_shared=3)
+    cacm_tantivy.near_duplicate = strict
+    try:
+        fast = cacm_tantivy.mine(queries, positives, 3, threads=2, **settings)
+        slow = Retriever.mine(cacm_tantivy, queries, positives, 3, **settings)
+    finally:
+        cacm_tantivy.near_duplicate = NearDuplicateRule()
+    assert list(fast) == list(slow) and fast.ranks == slow.ranks
+    assert fast.skipped == slow.skipped and fast.skipped["near_duplicate"] > 0
+    for pos, negatives in zip(positives, fast):
+        assert not any(strict.is_near_duplicate(text_of[pos], text_of[d]) for d in negatives)
+
+
 @pytest.mark.parametrize("num_neg,start_rank,depth", MINE_CASES,
                          ids=["num_neg={}-start={}-depth={}".format(*c) for c in MINE_CASES])
 def test_mine_equals_the_python_default(cacm_tantivy, cacm_docs, num_neg, start_rank,

@@ -176,6 +176,58 @@ def test_bm25hardneg_with_a_judge_drops_answering_negatives(tmp_path: Path) -> N
     assert margin.stats["skipped_above_margin"] >= 2
 
 
+class Recorder(Oracle):
+    """The Oracle, keeping every chat it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chats: list[list[dict[str, str]]] = []
+
+    def complete(self, request: ChatRequest) -> Completion:
+        self.chats.append(list(request.messages))
+        return super().complete(request)
+
+
+def test_the_judge_asks_in_the_documents_language(tmp_path: Path) -> None:
+    from rare_stages.prompts import JUDGE_SYSTEM, JUDGE_SYSTEM_ZH, JUDGE_USER_ZH
+
+    from rare.operators import BM25HardNeg
+
+    judge = FalseNegativeJudge(Recorder())
+    chat = judge.request("民法典规定的诉讼时效是多久？", "诉讼时效期间为三年。", 0, "zh")
+    assert chat.messages[0] == {"role": "system", "content": JUDGE_SYSTEM_ZH}
+    assert chat.messages[-1]["content"] == JUDGE_USER_ZH.format(
+        question="民法典规定的诉讼时效是多久？", document="诉讼时效期间为三年。")
+    zh_item = JudgeItem("诉讼时效是多久？", [], 1, positive="向人民法院请求保护民事权利的诉讼时效期间为三年。")
+    en_item = JudgeItem("How long is the limitation period?", [], 1,
+                        positive="The limitation period is three years.")
+    assert [judge.item_language(i) for i in (zh_item, en_item)] == ["zh", "en"]
+    assert FalseNegativeJudge(Recorder(), language="en").item_language(zh_item) == "en"
+    # BM25HardNeg: a Chinese row's candidates and control are asked about in Chinese, an
+    # English row's in English (language "auto": the row's own text decides)
+    from zh_data import load
+
+    stard = load("stard")
+    rows = [{"id": d, "text": t, "question": t[:40]}
+            for d, t in zip(stard.ids[:30], stard.texts[:30])]
+    rows += [{"id": f"en{i}", "text": t, "question": t.split(".")[0]}
+             for i, t in enumerate(r["text"] for r in corpus_rows())]
+    (tmp_path / "in.json").write_text(json.dumps(rows, ensure_ascii=False))
+    storage = FileStorage(str(tmp_path / "in.json"), cache_path=str(tmp_path / "c"))
+    serving = Recorder()
+    op = BM25HardNeg(retriever="tantivy", num_neg=1, judge=serving, judge_control_rate=1.0,
+                     language="auto")
+    op.run(storage.step(), input_id_key="id")
+    systems = {chat[0]["content"] for chat in serving.chats}
+    assert systems == {JUDGE_SYSTEM_ZH, JUDGE_SYSTEM}
+    for chat in serving.chats:
+        question = chat[-1]["content"].split("\n", 2)[1]
+        chinese = any("\u4e00" <= ch <= "\u9fff" for ch in question)
+        assert (chat[0]["content"] == JUDGE_SYSTEM_ZH) is chinese, chat
+        assert chat[-1]["content"].startswith("问题：" if chinese else "Question:")
+    assert op.stats["judge_control"] == len(rows)
+
+
 def test_a_pipeline_makes_no_serving_for_a_step_that_does_not_judge() -> None:
     from rare.pipeline import Pipeline, Step
 
@@ -380,3 +432,36 @@ def test_a_rerun_reads_the_verdicts_from_the_cache(tmp_path: Path, llama_server:
         outputs.append(read_records(tmp_path / f"out{attempt}.jsonl"))
         serving.close()
     assert [r["hardneg_judged"] for r in outputs[0]] == [r["hardneg_judged"] for r in outputs[1]]
+
+
+@pytest.mark.slow
+def test_rare_run_judge_flag_judges_with_the_runs_serving(tmp_path: Path,
+                                                          llama_server: str) -> None:
+    """`rare run --judge` turns the judge on with the run's serving; a Chinese row is
+    asked in Chinese and its verdicts parse like the English rows'."""
+    from zh_data import load
+
+    stard = load("stard")
+    # three statutes, each asked about by its own opening: each has the others as candidates
+    rows = cacm_rows(2) + [{"id": d, "text": t, "question": t[:30]}
+                           for d, t in zip(stard.ids[:3], stard.texts[:3])]
+    write_records(tmp_path / "rows.jsonl", rows)
+    config = judge_config(tmp_path, llama_server, tmp_path / "rows.jsonl")
+    config.write_text(config.read_text().replace(
+        "init = { judge = true, judge_reserve = 2, judge_control_rate = 1.0 }",
+        "init = { judge_reserve = 1, judge_control_rate = 1.0 }"))
+    run = [sys.executable, "-m", "rare.cli", "run", "--config", str(config), "--retriever",
+           "tantivy"]
+    plain = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "BM25HardNeg judge" not in plain.stdout  # no judge unless asked
+    judged = subprocess.run([*run, "--judge"], capture_output=True, text=True, timeout=600)
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    questions, calls = summary_counts(judged.stdout)
+    assert questions >= 2 * len(rows) and calls >= questions  # a control and a candidate each
+    out = read_records(tmp_path / "out.jsonl")
+    verdicts = [j["verdict"] for r in out for j in r["hardneg_judged"]]
+    assert all(r["hardneg_judged"] for r in out) and all(r["hardneg_control"] for r in out)
+    assert sum(v in ("yes", "no") for v in verdicts) >= 0.8 * len(verdicts)
+    chinese = [j["verdict"] for r in out[2:] for j in [*r["hardneg_judged"], r["hardneg_control"]]]
+    assert sum(v in ("yes", "no") for v in chinese) >= 0.8 * len(chinese), out[2:]

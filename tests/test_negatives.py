@@ -351,3 +351,90 @@ def test_bm25hardneg_mines_an_external_corpus_and_says_so(tmp_path, cacm_docs, c
     assert op.stats["positive_not_indexed"] == len(rows)
     assert "not in the retriever's index" in caplog.text
     corpus.close()
+
+
+def hardneg_config(path: Path, rows_path: Path, out: str, init: str = "") -> Path:
+    """A config with one BM25HardNeg step, the Rust retriever, and an optional init."""
+    path.write_text(f"""[pipeline]
+input = "{rows_path}"
+output = "{path.parent / out}"
+cache_path = "{path.parent / (out + '.cache')}"
+
+[[steps]]
+operator = "BM25HardNeg"
+run = {{ input_id_key = "id" }}
+{"init = { " + init + " }" if init else ""}
+""")
+    return path
+
+
+def rare_run(config: Path, *flags: str) -> list[dict]:
+    from rare.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--retriever",
+                                      "tantivy", *flags])
+    assert result.exit_code == 0, result.output
+    text = config.read_text()
+    return read_records(text.split('output = "', 1)[1].split('"', 1)[0])
+
+
+@pytest.mark.skipif("tantivy" not in BACKENDS, reason="the Rust backend is not installed")
+def test_rare_run_flags_set_the_mining_options(tmp_path, cacm_docs):
+    write_records(tmp_path / "rows.jsonl", cacm_rows(cacm_docs, 60))
+    rows = tmp_path / "rows.jsonl"
+    # the flags win over the config's own settings (here a milder margin in init)
+    config = hardneg_config(tmp_path / "margin.toml", rows, "margin.jsonl",
+                            "max_score_ratio = 0.9, num_neg = 2")
+    out = rare_run(config, "--max-score-ratio", "0.6", "--min-score-gap", "0.5")
+    assert len(out) > 30
+    for row in out:
+        p = row["hardneg_positive_score"]
+        assert isinstance(p, float) and p > 0
+        assert len(row["hard_negatives_scores"]) == 2
+        assert all(s <= min(0.6 * p, p - 0.5) + 1e-6 for s in row["hard_negatives_scores"])
+        assert row["id"] not in row["hard_negatives_ids"]
+    # a random draw from ranks 2..11, seeded: the same seed draws the same, another seed
+    # mostly other candidates, all from the window (the top 10 of ranks 2..11)
+    draws = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        config = hardneg_config(tmp_path / f"{name}.toml", rows, f"{name}.jsonl")
+        draws[name] = rare_run(config, "--sampling", "random", "--seed", seed,
+                               "--start-rank", "2", "--end-rank", "12", "--num-neg", "3")
+    config = hardneg_config(tmp_path / "window.toml", rows, "window.jsonl")
+    window = rare_run(config, "--start-rank", "2", "--end-rank", "12", "--num-neg", "10")
+    ids = {name: [r["hard_negatives_ids"] for r in out] for name, out in draws.items()}
+    assert ids["a"] == ids["b"]
+    assert sum(x != y for x, y in zip(ids["a"], ids["c"])) >= 0.8 * len(out)
+    for drawn, row in zip(ids["a"], window):
+        assert len(drawn) == 3 and set(drawn) <= set(row["hard_negatives_ids"])
+    assert any(d != [x for x in row["hard_negatives_ids"] if x in d]
+               for d, row in zip(ids["a"], window)), "drawn in draw order, not rank order"
+
+
+def test_rare_run_rejects_bad_mining_flags_before_any_work(tmp_path, cacm_docs):
+    from rare.cli import cli
+
+    write_records(tmp_path / "rows.jsonl", cacm_rows(cacm_docs, 10))
+    config = hardneg_config(tmp_path / "run.toml", tmp_path / "rows.jsonl", "out.jsonl",
+                            "start_rank = 5")
+    cases = [(["--end-rank", "5"], "end_rank must be > start_rank", "--end-rank"),
+             (["--start-rank", "3", "--end-rank", "2"], "end_rank must be > start_rank",
+              "--start-rank, --end-rank"),
+             (["--max-score-ratio", "1.5"], r"max_score_ratio must be in (0, 1], got 1.5",
+              "--max-score-ratio"),
+             (["--max-score-ratio", "0"], "max_score_ratio must be in (0, 1]",
+              "--max-score-ratio"),
+             (["--min-score-gap", "-1"], "min_score_gap must be >= 0", "--min-score-gap")]
+    for flags, message, named in cases:
+        result = CliRunner().invoke(cli, ["run", "--config", str(config), *flags])
+        assert result.exit_code == 2, (flags, result.output)
+        assert message in result.output and f"({named})" in result.output, result.output
+        assert not (tmp_path / "out.jsonl").exists()
+    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--sampling", "best"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--sampling'" in result.output and "'best'" in result.output
+    # a pipeline without BM25HardNeg has nothing to apply them to
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace("BM25HardNeg", "Doc2Query").split("run =")[0])
+    result = CliRunner().invoke(cli, ["run", "--config", str(other), "--end-rank", "9"])
+    assert result.exit_code == 2 and "no BM25HardNeg step" in result.output

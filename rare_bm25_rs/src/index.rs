@@ -797,21 +797,23 @@ impl Bm25Index {
             }
             let bound = plan.margin.bound(positive_score);
             let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            let mut near_duplicate = |i: usize| -> Result<bool> {
+                let Some((rule, shingles)) = &pos_shingles else {
+                    return Ok(false);
+                };
+                let candidate = vocabulary.token_ids(&self.text_at(snap, hits[i].addr)?);
+                Ok(rule.same(shingles, &rule.shingles(&candidate)))
+            };
             let walked = mining::walk(
                 plan,
                 bound,
                 &scores,
                 |i| snap.id(hits[i].addr) == positive,
-                |i| -> Result<bool> {
-                    let Some((rule, shingles)) = &pos_shingles else {
-                        return Ok(false);
-                    };
-                    let candidate = vocabulary.token_ids(&self.text_at(snap, hits[i].addr)?);
-                    Ok(rule.same(shingles, &rule.shingles(&candidate)))
-                },
+                &mut near_duplicate,
             )?;
             if walked.settled || exhausted {
-                let (kept, skipped) = mining::finish(plan, walked, query, positive);
+                let (kept, skipped) =
+                    mining::finish(plan, walked, query, positive, &mut near_duplicate)?;
                 return Ok(Mined {
                     ids: kept
                         .iter()

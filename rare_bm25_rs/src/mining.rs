@@ -5,17 +5,19 @@
 //!
 //! 1. Hits are walked best first. The positive (same id) is skipped.
 //! 2. A hit scoring above the margin's bound (see [`Margin::bound`]) is skipped.
-//! 3. A near-duplicate of the positive is skipped (it reads the hit's text, so it comes
-//!    after the cheap checks).
-//! 4. Every other hit is a *candidate* and gets the next rank (0, 1, 2, ...). Candidates
+//! 3. Every other hit is a *candidate* and gets the next rank (0, 1, 2, ...). Candidates
 //!    ranked below `start_rank` are skipped ("outside the window"); the walk stops at rank
 //!    `end_rank` (when set).
-//! 5. `Sampling::Top` keeps the first `num_neg` candidates left (and stops there);
-//!    `Sampling::Random` keeps `num_neg` drawn from all of them by a partial Fisher-Yates
-//!    shuffle driven by [`SplitMix64::for_query`], in the order drawn.
+//! 4. `Sampling::Top` takes the window's candidates in rank order, `Sampling::Random` in
+//!    the order of a partial Fisher-Yates shuffle of all of them driven by
+//!    [`SplitMix64::for_query`]. Each candidate taken is checked against the positive's
+//!    text by the near-duplicate rule: a near-duplicate is skipped and the next one is
+//!    taken, until `num_neg` are kept or the window runs out.
 //!
-//! A hit skipped for several reasons counts under the first: same id, above the margin,
-//! near-duplicate, outside the window.
+//! Only the candidates taken are read for the near-duplicate rule (about `num_neg` texts a
+//! query, however wide the window). A hit skipped for several reasons counts under the
+//! first: same id, above the margin, outside the window, near-duplicate; near-duplicates
+//! are counted among the candidates taken.
 
 use std::ops::AddAssign;
 
@@ -128,10 +130,13 @@ impl Plan {
         Some(depth)
     }
 
-    /// How many hits a first search should fetch: usually enough to settle the query.
+    /// How many hits a first search should fetch: usually enough to settle the query. Top
+    /// sampling needs `start_rank + num_neg` candidates and room for a few hits skipped
+    /// (the positive, a near-duplicate taken, one above the margin); the search costs more
+    /// the deeper it goes, and a retry four times deeper costs more still.
     pub fn first_k(&self, depth: usize) -> usize {
         let k = match (self.sampling, self.end_rank) {
-            (Sampling::Top, _) => 2 * (self.start_rank + self.num_neg) + 4,
+            (Sampling::Top, _) => (2 * self.num_neg).max(self.start_rank + self.num_neg) + 4,
             (Sampling::Random { .. }, Some(end)) => end + 4,
             (Sampling::Random { .. }, None) => depth,
         };
@@ -140,7 +145,9 @@ impl Plan {
 }
 
 /// The outcome of a walk: kept hits (their index in the walked list and their rank), the
-/// skips, and whether the walk ended by its own rules (else the hits ran out first).
+/// skips, and whether the walk ended by its own rules (else the hits ran out first). With
+/// random sampling `kept` holds every candidate of the window, not yet checked for
+/// near-duplicates: [`finish`] draws from them.
 #[derive(Debug, Default)]
 pub struct Walked {
     pub kept: Vec<(usize, usize)>,
@@ -149,9 +156,9 @@ pub struct Walked {
 }
 
 /// Walk `scores.len()` hits, best first. `is_positive(i)` says whether hit `i` is the
-/// positive, `near_duplicate(i)` whether it repeats the positive's text (asked only of hits
-/// within the margin; it may fail, e.g. reading a stored text). Random draws happen in
-/// [`finish`].
+/// positive, `near_duplicate(i)` whether it repeats the positive's text (with top sampling,
+/// asked only of the window's candidates until `num_neg` are kept; it may fail, e.g.
+/// reading a stored text). Random draws happen in [`finish`].
 pub fn walk<E>(
     plan: &Plan,
     bound: Option<f64>,
@@ -179,14 +186,14 @@ pub fn walk<E>(
             out.skipped.above_margin += 1;
             continue;
         }
-        if near_duplicate(i)? {
-            out.skipped.near_duplicate += 1;
-            continue;
-        }
         let r = rank;
         rank += 1;
         if r < plan.start_rank {
             out.skipped.outside_window += 1;
+            continue;
+        }
+        if top && near_duplicate(i)? {
+            out.skipped.near_duplicate += 1;
             continue;
         }
         out.kept.push((i, r));
@@ -196,25 +203,38 @@ pub fn walk<E>(
     Ok(out)
 }
 
-/// The negatives of a finished walk: the candidates kept (top), or `num_neg` of them drawn
-/// at random in draw order.
-pub fn finish(
+/// The negatives of a finished walk: the candidates kept (top), or `num_neg` of them in the
+/// order drawn (random), each drawn one checked by `near_duplicate` (a near-duplicate is
+/// counted and the draw goes on).
+pub fn finish<E>(
     plan: &Plan,
     walked: Walked,
     query: &str,
     positive: &str,
-) -> (Vec<(usize, usize)>, Skipped) {
+    mut near_duplicate: impl FnMut(usize) -> Result<bool, E>,
+) -> Result<(Vec<(usize, usize)>, Skipped), E> {
+    let mut skipped = walked.skipped;
     let kept = match plan.sampling {
         Sampling::Top => walked.kept,
         Sampling::Random { seed } => {
             let mut rng = SplitMix64::for_query(seed, query, positive);
-            sample_indices(walked.kept.len(), plan.num_neg, &mut rng)
-                .into_iter()
-                .map(|j| walked.kept[j])
-                .collect()
+            let mut draw = Draw::new(walked.kept.len());
+            let mut out = Vec::with_capacity(plan.num_neg);
+            while out.len() < plan.num_neg {
+                let Some(j) = draw.next(&mut rng) else {
+                    break;
+                };
+                let candidate = walked.kept[j];
+                if near_duplicate(candidate.0)? {
+                    skipped.near_duplicate += 1;
+                    continue;
+                }
+                out.push(candidate);
+            }
+            out
         }
     };
-    (kept, walked.skipped)
+    Ok((kept, skipped))
 }
 
 /// FNV-1a, 64 bits.
@@ -263,17 +283,38 @@ impl SplitMix64 {
     }
 }
 
+/// A partial Fisher-Yates shuffle of `0..m`, one index at a time: the `t`-th call gives
+/// the `t`-th index drawn, or None once all `m` are drawn.
+pub struct Draw {
+    pool: Vec<usize>,
+    at: usize,
+}
+
+impl Draw {
+    pub fn new(m: usize) -> Self {
+        Draw {
+            pool: (0..m).collect(),
+            at: 0,
+        }
+    }
+
+    pub fn next(&mut self, rng: &mut SplitMix64) -> Option<usize> {
+        let (i, m) = (self.at, self.pool.len());
+        if i >= m {
+            return None;
+        }
+        let j = i + rng.below(m - i);
+        self.pool.swap(i, j);
+        self.at += 1;
+        Some(self.pool[i])
+    }
+}
+
 /// `min(n, m)` distinct indices of `0..m`, in the order a partial Fisher-Yates shuffle draws
 /// them: the first `j` of a draw of `n` are the draw of `j`.
 pub fn sample_indices(m: usize, n: usize, rng: &mut SplitMix64) -> Vec<usize> {
-    let mut pool: Vec<usize> = (0..m).collect();
-    let take = n.min(m);
-    for i in 0..take {
-        let j = i + rng.below(m - i);
-        pool.swap(i, j);
-    }
-    pool.truncate(take);
-    pool
+    let mut draw = Draw::new(m);
+    std::iter::from_fn(|| draw.next(rng)).take(n).collect()
 }
 
 #[cfg(test)]
@@ -315,7 +356,7 @@ mod tests {
 
     #[test]
     fn window_and_margin_skip_and_count() {
-        // ranks: 9.0 -> 0, (positive), 8.0 -> 1, (near-duplicate 7.5), 7.0 -> 2, ...
+        // ranks: 9.0 -> 0, (positive), 8.0 -> 1, 7.5 -> 2 (a near-duplicate), 7.0 -> 3, ...
         let hits = [
             Some(9.0),
             None,
@@ -327,7 +368,7 @@ mod tests {
         ];
         let p = plan(2, 1, None, Sampling::Top);
         let w = run(&p, None, &hits);
-        assert_eq!(w.kept, vec![(2, 1), (4, 2)]);
+        assert_eq!(w.kept, vec![(2, 1), (4, 3)]);
         assert!(w.settled);
         assert_eq!(
             w.skipped,
@@ -346,12 +387,55 @@ mod tests {
         assert_eq!(w.skipped.near_duplicate, 0);
         assert_eq!(w.skipped.outside_window, 1);
         assert!(!w.settled);
+        // A near-duplicate outside the window is never read: it counts as outside.
+        let p = plan(2, 3, None, Sampling::Top);
+        let w = run(&p, None, &hits);
+        assert_eq!(w.kept, vec![(4, 3), (5, 4)]);
+        assert_eq!(w.skipped.near_duplicate, 0);
+        assert_eq!(w.skipped.outside_window, 3);
         let p = plan(5, 0, Some(2), Sampling::Top);
         let w = run(&p, None, &hits);
         assert_eq!(w.kept, vec![(0, 0), (2, 1)]);
         assert!(w.settled, "the window's end settles the walk");
         let p = plan(6, 0, None, Sampling::Top);
         assert!(!run(&p, None, &hits).settled, "ran out of hits");
+    }
+
+    #[test]
+    fn random_draws_check_only_what_they_draw() {
+        let hits: Vec<Option<f32>> = (0..40)
+            .map(|i| {
+                Some(if i % 5 == 2 {
+                    -(50.0 - i as f32)
+                } else {
+                    50.0 - i as f32
+                })
+            })
+            .collect();
+        let p = plan(4, 2, Some(30), Sampling::Random { seed: 9 });
+        let w = run(&p, None, &hits);
+        assert_eq!(w.kept.len(), 28, "every candidate of the window, unchecked");
+        assert_eq!(w.skipped.near_duplicate, 0);
+        let mut asked = Vec::new();
+        let (kept, skipped) = finish::<()>(&p, w, "q", "p", |i| {
+            asked.push(i);
+            Ok(hits[i].is_some_and(|s| s < 0.0))
+        })
+        .unwrap();
+        assert_eq!(kept.len(), 4);
+        assert!(kept
+            .iter()
+            .all(|&(i, r)| i == r && i % 5 != 2 && (2..30).contains(&r)));
+        assert_eq!(asked.len(), 4 + skipped.near_duplicate as usize);
+        // the draw is the plain draw with the near-duplicates left out
+        let mut rng = SplitMix64::for_query(9, "q", "p");
+        let order: Vec<usize> = sample_indices(28, 28, &mut rng)
+            .into_iter()
+            .map(|j| j + 2)
+            .filter(|i| i % 5 != 2)
+            .take(4)
+            .collect();
+        assert_eq!(kept.iter().map(|&(i, _)| i).collect::<Vec<_>>(), order);
     }
 
     #[test]

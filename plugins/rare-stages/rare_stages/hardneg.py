@@ -141,10 +141,13 @@ class BM25HardNeg(Operator):
         if judge is True or isinstance(judge, LLMServing):
             serving = judge if isinstance(judge, LLMServing) else llm_serving
             serving, self._owns_serving = default_serving(serving)
+            # The judge's prompts are in each row's language: the step's setting, else
+            # (None, "auto") the language of the row's text.
             self.judge = FalseNegativeJudge(serving, seed=seed,
                                             max_attempts=judge_max_attempts,
                                             max_doc_tokens=judge_max_doc_tokens,
-                                            control_rate=judge_control_rate)
+                                            control_rate=judge_control_rate,
+                                            language=self.language or "auto")
         elif judge not in (False, None):
             raise SettingsError(f"judge must be an LLM serving, True or False, got {judge!r}")
         self.configure()

@@ -24,13 +24,14 @@ from rare import ChatRequest, Completion, LLMServing, Operator, StepContext
 from rare.errors import SettingsError
 from rare.formats import Records
 from rare.llm import Journal
+from rare.text import check_language
 from rare_stages.common import (
     Tally,
     generate_with_retries,
     reply_fields,
     seeded_int,
 )
-from rare_stages.prompts import JUDGE_SCHEMA, JUDGE_SYSTEM, JUDGE_USER
+from rare_stages.prompts import JUDGE_SCHEMA, PROMPTS, document_language, prompts_for
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class JudgeItem:
     num_neg: int
     positive: str | None = None  # asked about as a control when ``control`` is set
     control: bool = False
+    #: the prompts' language, "en" or "zh"; None: the judge's ``language`` setting, with
+    #: "auto" the language of the positive's text (else the question's)
+    language: str | None = None
 
 
 @dataclass
@@ -99,10 +103,13 @@ class FalseNegativeJudge:
     ``control_rate`` of the rows (chosen by a hash of ``seed`` and the row's question and
     positive, so a rerun picks the same ones) are also asked about their positive.
     Documents are cut to ``max_doc_tokens`` (default: what the serving's context leaves).
+    The prompt is in the document's language: ``language`` ``"auto"`` (the default) picks
+    it per row from the positive's text (else the question's), ``"en"`` or ``"zh"`` sets it.
     """
 
     def __init__(self, serving: LLMServing, seed: int = 0, max_attempts: int = 2,
-                 max_doc_tokens: int | None = None, control_rate: float = 0.1) -> None:
+                 max_doc_tokens: int | None = None, control_rate: float = 0.1,
+                 language: str = "auto") -> None:
         if not 0 <= control_rate <= 1:
             raise SettingsError(f"control_rate must be in [0, 1], got {control_rate}")
         if max_attempts < 1:
@@ -112,7 +119,8 @@ class FalseNegativeJudge:
         self.max_attempts = max_attempts
         self.max_doc_tokens = max_doc_tokens
         self.control_rate = control_rate
-        self._budget: int | None = None
+        self.language = check_language(language)
+        self._budgets: dict[str, int] = {}
 
     def is_control(self, question: str, positive: str) -> bool:
         """Whether this row is in the control sample (seeded, stable across runs)."""
@@ -121,30 +129,45 @@ class FalseNegativeJudge:
         draw = seeded_int(self.seed, "judge-control", question, positive) % 1_000_000
         return draw < self.control_rate * 1_000_000
 
-    def doc_budget(self) -> int:
+    def item_language(self, item: JudgeItem) -> str:
+        """The language of an item's prompts (see :class:`JudgeItem`)."""
+        if item.language in PROMPTS:
+            return item.language
+        return document_language(item.positive or item.question, self.language)
+
+    def doc_budget(self, language: str = "en") -> int:
         if self.max_doc_tokens is not None:
             return self.max_doc_tokens
-        if self._budget is None:
-            overhead = self.serving.count_tokens(JUDGE_SYSTEM + JUDGE_USER) + 200  # question
-            self._budget = max(64, self.serving.context_window - overhead - REPLY_TOKENS)
-        return self._budget
+        if language not in self._budgets:
+            prompts = prompts_for(language)
+            overhead = self.serving.count_tokens(prompts.judge_system + prompts.judge_user) \
+                + 200  # the question
+            self._budgets[language] = max(64, self.serving.context_window - overhead
+                                          - REPLY_TOKENS)
+        return self._budgets[language]
 
-    def request(self, question: str, document: str, attempt: int) -> ChatRequest:
-        cut, _ = self.serving.truncate(document, self.doc_budget())
+    def request(self, question: str, document: str, attempt: int,
+                language: str = "en") -> ChatRequest:
+        """The chat asking whether ``document`` answers ``question``, in ``language``."""
+        prompts = prompts_for(language)
+        cut, _ = self.serving.truncate(document, self.doc_budget(language))
         return ChatRequest.from_prompt(
-            JUDGE_USER.format(question=question, document=cut), system=JUDGE_SYSTEM,
-            json_schema=JUDGE_SCHEMA, max_tokens=REPLY_TOKENS, seed=self.seed + attempt,
+            prompts.judge_user.format(question=question, document=cut),
+            system=prompts.judge_system, json_schema=JUDGE_SCHEMA, max_tokens=REPLY_TOKENS,
+            seed=self.seed + attempt,
         )
 
-    def _builder(self, pairs: list[tuple[str, str]]) -> Callable[[int, int], ChatRequest]:
+    def _builder(self, pairs: list[tuple[str, str, str]]
+                 ) -> Callable[[int, int], ChatRequest]:
         """``build(n, attempt)`` for generate_with_retries: the request of question ``n``."""
-        return lambda n, attempt: self.request(*pairs[n], attempt)
+        return lambda n, attempt: self.request(pairs[n][0], pairs[n][1], attempt, pairs[n][2])
 
     def judge(self, items: Sequence[JudgeItem], journal: Journal | None = None,
               desc: str = "NegativeJudge") -> list[JudgeOutcome]:
         """Judge every item's candidates in rounds: each round asks, for every item still
         short, about as many of its next candidates as it is missing."""
         outcomes = [JudgeOutcome() for _ in items]
+        languages = [self.item_language(item) for item in items]
         kept_at: list[list[int]] = [[] for _ in items]
         next_at = [0] * len(items)
         # (item, candidate index or -1 for the control) of each question of a round
@@ -162,8 +185,8 @@ class FalseNegativeJudge:
             rounds += 1
 
             pairs = [(items[i].question,
-                      (items[i].positive if c < 0 else items[i].candidates[c].text) or "")
-                     for i, c in asks]
+                      (items[i].positive if c < 0 else items[i].candidates[c].text) or "",
+                      languages[i]) for i, c in asks]
             values, failures, _ = generate_with_retries(
                 self.serving, self._builder(pairs),
                 list(range(len(asks))), parse_verdict, self.max_attempts,
@@ -232,16 +255,18 @@ class NegativeJudge(Operator):
     ``hardneg_judged`` (each verdict: ``{"id", "verdict", "reason"}``), ``hardneg_control``
     (the control's verdict, else None) and updates ``hardneg_shortfall``. Calls go through
     ``llm_serving.generate`` with the step's journal: cached, journaled and resumable.
+    The prompt is in each row's language (``language``: ``"auto"``, by the positive's text,
+    else the question's; or ``"en"``, ``"zh"``).
     """
 
     def __init__(self, llm_serving: LLMServing | None = None, num_neg: int | None = None,
                  control_rate: float = 0.1, seed: int = 0, max_attempts: int = 2,
-                 max_doc_tokens: int | None = None) -> None:
+                 max_doc_tokens: int | None = None, language: str = "auto") -> None:
         super().__init__()
         self.llm_serving, self._owns_serving = default_serving(llm_serving)
         self.judge = FalseNegativeJudge(self.llm_serving, seed=seed, max_attempts=max_attempts,
                                         max_doc_tokens=max_doc_tokens,
-                                        control_rate=control_rate)
+                                        control_rate=control_rate, language=language)
         if num_neg is not None and num_neg < 1:
             raise SettingsError(f"num_neg must be >= 1, got {num_neg}")
         self.num_neg = num_neg

@@ -155,6 +155,27 @@ DISTILL_USER_ZH = """情境：{scenario}
 
 DOCUMENT_BLOCK_ZH = "[文档 {label}]\n{text}"
 
+JUDGE_SYSTEM_ZH = (
+    "你负责检查搜索引擎的训练数据：判断一篇文档单独拿出来读，是否包含回答某个问题所需的内容。"
+    "只依据文档里写了什么来判断，不要用你自己掌握的知识补充。"
+)
+
+# The verdict stays "yes"/"no" (the schema's enum, parsed the same way in every language);
+# the reason is asked for in Chinese.
+JUDGE_USER_ZH = """问题：
+{question}
+
+文档：
+<<<
+{document}
+>>>
+
+一个认真的读者只读这篇文档、不借助任何其他资料，能不能回答这个问题，或者至少答出它的要点？
+- "no"：文档只是话题相近，缺少关键的事实，或者还要参考别的资料才能回答。只是和问题有几个相同字词的文档，大多属于 "no"。
+- "yes"：文档本身就写明了答案所依据的事实、规定或解释。
+
+先用一句简短的中文说明理由，再给出结论。只回答一个 JSON 对象，不要写其他内容：{{"reason": "...", "verdict": "no" 或 "yes"}}"""
+
 
 @dataclass(frozen=True)
 class Prompts:
@@ -171,15 +192,18 @@ class Prompts:
     document_block: str
     #: how a document is named in the prompt (and in ``reasoning_positive_label``)
     document_label: str
+    #: the false-negative judge's system and user prompts (the schema is JUDGE_SCHEMA)
+    judge_system: str
+    judge_user: str
 
 
 PROMPTS: dict[str, Prompts] = {
     "en": Prompts("en", DOC2QUERY_SYSTEM, DOC2QUERY_USER, DOC2QUERY_SCHEMA,
                   DOC2QUERY_SCHEMA_PATTERNS, DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK,
-                  "Document {label}"),
+                  "Document {label}", JUDGE_SYSTEM, JUDGE_USER),
     "zh": Prompts("zh", DOC2QUERY_SYSTEM_ZH, DOC2QUERY_USER_ZH, DOC2QUERY_SCHEMA_ZH,
                   DOC2QUERY_SCHEMA_ZH, DISTILL_SYSTEM_ZH, DISTILL_USER_ZH, DOCUMENT_BLOCK_ZH,
-                  "文档 {label}"),
+                  "文档 {label}", JUDGE_SYSTEM_ZH, JUDGE_USER_ZH),
 }
 
 

@@ -225,9 +225,10 @@ class TantivyRetriever(Retriever):
         """Hard negatives for every query, as :meth:`rare.Retriever.mine`, all in Rust.
 
         The whole batch runs without the GIL: search (a short search first, four times
-        deeper each time a query runs out, up to ``depth``), drop the positive (by id and
-        by the near-duplicate rule), apply the window and the margin, keep the top
-        ``num_neg`` or draw them.
+        deeper each time a query runs out, up to ``depth``), drop the positive, apply the
+        margin and the window, take the window's candidates in rank order or draw them,
+        and skip those the near-duplicate rule says repeat the positive (only the ones
+        taken are read) until ``num_neg`` are kept.
         """
         queries = _strings(queries, "queries")
         positive_ids = _strings(positive_ids, "positive_ids")
