@@ -108,9 +108,10 @@ class LocalEngineServing(LLMServing):
         self._model_dir: str | None = None
         self._engine_lock = threading.Lock()
         if looks_like_path(model) and not Path(model).expanduser().is_dir():
-            raise ServingError(f"{self.engine_name}: {self.setting_name('model')}={model!r} "
-                               "is not a directory; give a model directory in Hugging Face "
-                               "format (config.json, tokenizer, weights) or a hub id")
+            raise ServingError(f"{self.engine_name}: there is no model directory at {model!r} "
+                               f"(setting {self.setting_name('model')}); give a directory in "
+                               "Hugging Face format (config.json, tokenizer, weights) or a "
+                               "hub id")
 
     # -- names -----------------------------------------------------------------------------
     def setting_name(self, ours: str) -> str:
@@ -150,10 +151,14 @@ class LocalEngineServing(LLMServing):
                         "directory, or check the hub id and the network") from exc
         return self._model_dir
 
+    def check_installed(self) -> None:
+        """Raise MissingDependencyError, with the install line, when the engine is missing."""
+
     @property
     def tokenizer(self) -> Any:
         """The model's own tokenizer (transformers), loaded without starting the engine."""
         if self._tokenizer is None:
+            self.check_installed()
             try:
                 from transformers import AutoTokenizer
             except ImportError:
@@ -163,7 +168,7 @@ class LocalEngineServing(LLMServing):
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir())
         return self._tokenizer
 
-    @property  # type: ignore[override]
+    @property
     def context_window(self) -> int:
         """``max_model_len`` when set, else the model's own maximum from its config."""
         if self.max_model_len is None:
@@ -176,6 +181,10 @@ class LocalEngineServing(LLMServing):
                                    f"{self.setting_name('max_model_len')}") from exc
             self.max_model_len = int(data.get("max_position_embeddings") or 4096)
         return self.max_model_len
+
+    @context_window.setter
+    def context_window(self, value: int) -> None:
+        self.max_model_len = value
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -219,6 +228,7 @@ class LocalEngineServing(LLMServing):
         with the same :meth:`engine_key`)."""
         with self._engine_lock:
             if self._engine is None:
+                self.check_installed()
                 self._engine = _ENGINES.acquire(self.engine_key(), self.start_engine)
             return self._engine
 
@@ -231,11 +241,11 @@ class LocalEngineServing(LLMServing):
         self.close()
 
     def engine_prompt(self, request: ChatRequest, ids: list[int]) -> EnginePrompt:
+        temperature = self.temperature if request.temperature is None else request.temperature
         return EnginePrompt(
             token_ids=ids,
             max_tokens=int(request.max_tokens or self.max_tokens or 512),
-            temperature=float(self.temperature if request.temperature is None
-                              else request.temperature),
+            temperature=0.7 if temperature is None else float(temperature),
             top_p=self.top_p, top_k=self.top_k, repetition_penalty=self.repetition_penalty,
             seed=self.seed if request.seed is None else request.seed,
             json_schema=request.json_schema)
@@ -276,7 +286,9 @@ class LocalEngineServing(LLMServing):
                     completion_tokens=out.completion_tokens,
                     error=out.error or (None if out.text else
                                         "empty_reply: the engine returned no text"))
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(requests)
+        return done
 
     def _one(self, prompt: EnginePrompt) -> EngineOutput:
         try:

@@ -12,7 +12,7 @@ from rare.serving import LocalModelLLMServing_vllm
 from rare.storage import FileStorage
 
 
-class RAREPipeline():
+class RAREPipeline:
     def __init__(self):
 
         self.storage = FileStorage(

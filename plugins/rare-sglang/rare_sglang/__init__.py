@@ -100,9 +100,11 @@ class LocalModelLLMServing_sglang(LocalEngineServing):  # noqa: N801 - the refer
         return (*super().engine_key(), self.tensor_parallel_size, self.data_parallel_size,
                 self.mem_fraction_static)
 
-    def start_engine(self) -> Any:
+    def check_installed(self) -> None:
         if not sglang_available():
             raise MissingDependencyError(f"SGLang is not installed. Install it with: {INSTALL}")
+
+    def start_engine(self) -> Any:
         try:
             import sglang
         except Exception as exc:

@@ -126,9 +126,11 @@ class LocalModelLLMServing_vllm(LocalEngineServing):  # noqa: N801 - the referen
                 self.gpu_memory_utilization, self.enforce_eager)
 
     # -- the engine ------------------------------------------------------------------------
-    def start_engine(self) -> Any:
+    def check_installed(self) -> None:
         if not vllm_available():
             raise MissingDependencyError(f"vLLM is not installed. Install it with: {INSTALL}")
+
+    def start_engine(self) -> Any:
         try:
             from vllm import LLM
             from vllm.platforms import current_platform
