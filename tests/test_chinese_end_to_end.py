@@ -48,7 +48,7 @@ def spy_on(serving: Any) -> list[Any]:
 def check_chinese_run(rows: list[dict[str, Any]], sent: list[Any], report: Any) -> None:
     from rare_stages.prompts import (
         DISTILL_SYSTEM_ZH,
-        DOC2QUERY_SCHEMA_ZH,
+        DOC2QUERY_SCHEMA_ZH_PATTERNS,
         DOC2QUERY_SYSTEM_ZH,
         DOC2QUERY_USER_ZH,
     )
@@ -62,7 +62,7 @@ def check_chinese_run(rows: list[dict[str, Any]], sent: list[Any], report: Any) 
     assert len(doc2query) == len(rows)  # one attempt each
     head = DOC2QUERY_USER_ZH.split("\n", 1)[0]
     assert all(r.messages[1]["content"].startswith(head) for r in doc2query)
-    assert all(r.json_schema == DOC2QUERY_SCHEMA_ZH for r in doc2query)
+    assert all(r.json_schema == DOC2QUERY_SCHEMA_ZH_PATTERNS for r in doc2query)
     assert all("[文档 1]" in r.messages[1]["content"] for r in distill)
     for i, row in enumerate(rows):
         assert row["doc2query_language"] == "zh", i

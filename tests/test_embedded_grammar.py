@@ -10,7 +10,13 @@ import sys
 
 import pytest
 from rare_embedded import grammar_for
-from rare_stages.prompts import DOC2QUERY_SCHEMA_PATTERNS, DOC2QUERY_SYSTEM, DOC2QUERY_USER
+from rare_stages.prompts import (
+    DOC2QUERY_SCHEMA_PATTERNS,
+    DOC2QUERY_SCHEMA_ZH_PATTERNS,
+    DOC2QUERY_SYSTEM,
+    DOC2QUERY_USER,
+    prompts_for,
+)
 
 from rare import ChatRequest
 
@@ -43,8 +49,11 @@ def test_patterns_the_grammar_cannot_express_give_none(pattern: str) -> None:
 def test_every_grammar_parses_in_llama_cpp() -> None:
     from llama_cpp import LlamaGrammar
 
-    for case in (DOC2QUERY_SCHEMA_PATTERNS, schema(x=r"^(Why|How) .+\.$")):
-        LlamaGrammar.from_string(grammar_for(case) or "", verbose=False)
+    for case in (DOC2QUERY_SCHEMA_PATTERNS, DOC2QUERY_SCHEMA_ZH_PATTERNS,
+                 schema(x=r"^(Why|How) .+\.$")):
+        gbnf = grammar_for(case)
+        assert gbnf is not None
+        LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 GENERATE = """
@@ -63,11 +72,11 @@ def test_llama_cpps_own_schema_converter_takes_the_patterns() -> None:
     """OpenAI-compatible llama.cpp servers turn the schema into a grammar themselves; an
     escape such as ``\\.`` in a pattern makes llama-cpp-python's grammar parser fail and
     the process crash, so the patterns must survive that converter too (in a child)."""
-    proc = subprocess.run([sys.executable, "-c", GENERATE,
-                           json.dumps(DOC2QUERY_SCHEMA_PATTERNS)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.lstrip().startswith("{")
+    for case in (DOC2QUERY_SCHEMA_PATTERNS, DOC2QUERY_SCHEMA_ZH_PATTERNS):
+        proc = subprocess.run([sys.executable, "-c", GENERATE, json.dumps(case)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.lstrip().startswith("{")
 
 
 @pytest.mark.slow
@@ -93,3 +102,29 @@ def test_the_embedded_model_writes_questions() -> None:
         assert question.match(obj["question"]), obj
         assert scenario.match(obj["scenario"]), obj
         assert obj["question"].count("?") == 1
+
+
+@pytest.mark.slow
+def test_the_embedded_model_writes_chinese_questions() -> None:
+    """The same for Chinese statutes (STARD): a question that opens with a Chinese character
+    and ends with its only question mark, a scenario that ends with a full stop."""
+    from rare_embedded import EmbeddedLLMServing
+    from zh_data import load
+
+    zh = prompts_for("zh")
+    assert zh.doc2query_schema_patterns is DOC2QUERY_SCHEMA_ZH_PATTERNS
+    props = DOC2QUERY_SCHEMA_ZH_PATTERNS["properties"]
+    question, scenario = re.compile(props["question"]["pattern"]), \
+        re.compile(props["scenario"]["pattern"])
+    statutes = [t for t in load("stard").texts if len(t) > 80][:2]
+    with EmbeddedLLMServing(n_ctx=2048) as serving:
+        serving.use_cache(False)
+        replies = serving.generate([ChatRequest.from_prompt(
+            zh.doc2query_user.format(document=text), system=zh.doc2query_system,
+            json_schema=DOC2QUERY_SCHEMA_ZH_PATTERNS, max_tokens=400, seed=0)
+            for text in statutes])
+    for reply in replies:
+        obj = json.loads(reply.text or "")
+        assert question.match(obj["question"]), obj
+        assert scenario.match(obj["scenario"]), obj
+        assert obj["question"].count("？") + obj["question"].count("?") == 1

@@ -135,6 +135,22 @@ DOC2QUERY_SCHEMA_ZH: dict[str, Any] = {
     "required": ["question", "scenario"],
 }
 
+#: DOC2QUERY_SCHEMA_ZH with patterns, as DOC2QUERY_SCHEMA_PATTERNS does for English: a
+#: question opens with a Chinese character (CJK Unified Ideographs) and ends with its only
+#: question mark (full-width, or ASCII); a scenario opens with a Chinese character or an
+#: opening quote or title mark and ends with a full stop. Plain character classes only, so
+#: the embedded model's grammar and llama.cpp's schema converter take them.
+DOC2QUERY_SCHEMA_ZH_PATTERNS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "minLength": 6, "maxLength": 120,
+                     "pattern": "^[\u4e00-\u9fff][^?\uff1f]{4,118}[\uff1f?]$"},
+        "scenario": {"type": "string", "minLength": 10, "maxLength": 180,
+                     "pattern": "^[\u4e00-\u9fff\u201c\u300a][^?\uff1f]{8,178}[\u3002]$"},
+    },
+    "required": ["question", "scenario"],
+}
+
 DISTILL_SYSTEM_ZH = (
     "你是一位严谨的专家导师。你依据证据一步一步地推理，并且直接说明哪些资料可以采信、"
     "哪些资料应当舍弃。"
@@ -202,7 +218,7 @@ PROMPTS: dict[str, Prompts] = {
                   DOC2QUERY_SCHEMA_PATTERNS, DISTILL_SYSTEM, DISTILL_USER, DOCUMENT_BLOCK,
                   "Document {label}", JUDGE_SYSTEM, JUDGE_USER),
     "zh": Prompts("zh", DOC2QUERY_SYSTEM_ZH, DOC2QUERY_USER_ZH, DOC2QUERY_SCHEMA_ZH,
-                  DOC2QUERY_SCHEMA_ZH, DISTILL_SYSTEM_ZH, DISTILL_USER_ZH, DOCUMENT_BLOCK_ZH,
+                  DOC2QUERY_SCHEMA_ZH_PATTERNS, DISTILL_SYSTEM_ZH, DISTILL_USER_ZH, DOCUMENT_BLOCK_ZH,
                   "文档 {label}", JUDGE_SYSTEM_ZH, JUDGE_USER_ZH),
 }
 
