@@ -215,3 +215,53 @@ def test_a_killed_run_resumes_without_asking_again(engine, tmp_path):
     done = read_records(out)
     assert len(done) == 6
     assert all(bool(r.get("reasoning")) != (first_error(r) is not None) for r in done)
+
+
+def test_rare_run_with_serving_vllm(engine, tmp_path):
+    """The command line and a TOML config name the serving ``vllm``; settings given as
+    ``-S KEY=VALUE`` strings are typed by the serving's signature."""
+    from click.testing import CliRunner
+
+    from rare.cli import cli
+
+    rows = json.loads(shared("dataflow-examples", "pipeline_small_chunk.json").read_text())
+    corpus = tmp_path / "docs.jsonl"
+    write_records(corpus, [{"text": r["text"][:1200]} for r in rows[:3]])
+    args = ["run", "--input", str(corpus), "--output", str(tmp_path / "out.jsonl"),
+            "--serving", "vllm", "-S", f"model={MODEL}", "-S", f"max_model_len={MAX_MODEL_LEN}",
+            "-S", "max_tokens=200", "--num-neg", "1", "--no-grounding", "--no-cache",
+            "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    done = read_records(tmp_path / "out.jsonl")
+    assert len(done) == 3
+    assert all(bool(r.get("reasoning")) != (first_error(r) is not None) for r in done)
+    assert sum(bool(r.get("question")) for r in done) >= 2
+
+    config = tmp_path / "run.toml"
+    config.write_text(f'[serving]\nname = "vllm"\nmodel = "{MODEL}"\n'
+                      f'max_model_len = {MAX_MODEL_LEN}\ntypo_setting = 1\n')
+    bad = CliRunner().invoke(cli, ["run", "--config", str(config), "--input", str(corpus),
+                                   "--output", str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code != 0 and "typo_setting" in bad.output
+    assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_close_releases_the_engine_and_its_processes(engine):
+    """A serving with its own engine settings gets its own engine; its ``close()`` stops it
+    (the engine's worker processes end), and the shared engine stays up."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    own = serving(engine_options={"max_num_seqs": 4})
+    assert own.generate([ChatRequest.from_prompt("Say hi.", max_tokens=4)])[0].ok
+    assert own.engine is not engine.engine
+    started = {p.pid for p in me.children(recursive=True)} - before
+    assert started, "the engine started no process of its own"
+    own.close()
+    deadline = time.monotonic() + 60
+    while {p.pid for p in me.children(recursive=True)} & started:
+        assert time.monotonic() < deadline, "the engine's processes outlived close()"
+        time.sleep(0.5)
+    assert engine.generate([ChatRequest.from_prompt("Say yes.", max_tokens=4)])[0].ok
