@@ -88,7 +88,7 @@ $(VLLM_MODEL)/config.json: $(VLLM_VENV)/.installed
 	$(VLLM_BIN)/python -m rare_vllm.gguf_to_hf $(VLLM_MODEL)
 
 test-vllm: $(VLLM_VENV)/.installed $(VLLM_MODEL)/config.json
-	VLLM_LOGGING_LEVEL=WARNING VLLM_CPU_KVCACHE_SPACE=1 RARE_VLLM_MODEL=$(VLLM_MODEL) \
+	VLLM_LOGGING_LEVEL=WARNING VLLM_CPU_KVCACHE_SPACE=1 RARE_VLLM_MODEL=$(abspath $(VLLM_MODEL)) \
 	    $(VLLM_BIN)/python -m pytest tests/test_vllm.py -o filterwarnings=default
 
 bench-vllm: $(VLLM_VENV)/.installed $(VLLM_MODEL)/config.json

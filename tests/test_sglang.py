@@ -20,7 +20,7 @@ pytest.importorskip("sglang", reason="SGLang is not installed (it needs a CUDA o
 pytestmark = pytest.mark.slow
 
 MODEL = Path(os.environ.get("RARE_SGLANG_MODEL",
-                            REPO / ".venv-vllm" / "models" / "SmolLM2-135M-Instruct"))
+                            REPO / ".venv-vllm" / "models" / "SmolLM2-135M-Instruct")).resolve()
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here; `make test-vllm`
 pytestmark = pytest.mark.slow
 
 MODEL = Path(os.environ.get("RARE_VLLM_MODEL",
-                            REPO / ".venv-vllm" / "models" / "SmolLM2-135M-Instruct"))
+                            REPO / ".venv-vllm" / "models" / "SmolLM2-135M-Instruct")).resolve()
 MAX_MODEL_LEN = 2048
 REPLY = 384  # tokens per reply: enough for a question or a short reasoning on a CPU
 # 1 GiB of KV cache: plenty for 2048-token sequences of a 135M model, on any machine
