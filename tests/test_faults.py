@@ -92,11 +92,11 @@ TRANSIENT = {
 }
 
 
-@pytest.mark.parametrize("http_client", ["openai", "aiohttp"])
+@pytest.mark.parametrize("http_client", ["openai", "aiohttp", "asyncio"])
 @pytest.mark.parametrize("rule,extra", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_transient_faults_are_retried_and_rows_complete(server, docs, tmp_path, rule, extra,
                                                         http_client):
-    """Both HTTP transports meet every fault the same way."""
+    """Every HTTP transport meets every fault the same way."""
     server.set_rules([rule])
     start = time.monotonic()
     report, out = run_pipeline(server.chat_url, tmp_path, docs, http_client=http_client)
