@@ -4,7 +4,8 @@
 looks replies up in the response cache, sends identical requests once, keeps
 ``max_workers`` calls in flight, journals each finished reply before its slot takes
 another request, stops early when the endpoint is plainly down (fail-fast), drains the
-calls in flight on Ctrl-C, shows a progress bar and counts usage and failures.
+calls in flight on Ctrl-C, shows a progress bar and counts usage and failures. The first
+calls go out while the rest of the batch is still being hashed and looked up.
 
 A serving is called in the one way it implements (see :class:`Backend`):
 
