@@ -8,6 +8,8 @@ replies are parsed, and each wave of calls pays the whole burst's CPU as latency
 request goes out in one ``write`` from the call that makes it, and a reply is parsed in
 ``data_received``; a call costs about half of aiohttp's CPU.
 
+The reply is parsed by httptools (llhttp, the parser uvicorn uses); this module keeps only
+the connections (the protocol, the pool, timeouts, TLS) and the gzip/deflate decoding.
 What it speaks: ``POST`` with a body, ``Content-Length`` or chunked replies (or a body
 that ends when the server closes), gzip and deflate bodies, 1xx replies skipped,
 keep-alive unless the server says ``close`` or speaks HTTP/1.0; ``http`` and ``https``.
@@ -22,7 +24,9 @@ import zlib
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-#: the longest status line and headers accepted
+import httptools
+
+#: the most bytes accepted before a reply's status line and headers are whole
 MAX_HEAD = 65536
 
 
@@ -46,25 +50,68 @@ class Disconnected(ConnectionError):
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: one request at a time, its reply parsed as it arrives."""
+    """One keep-alive connection: one request at a time, its reply parsed by httptools as
+    it arrives (the protocol is the parser's callback object)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[Response] | None = None
-        self.buffer = bytearray()
         self.closed = False
-        self._reset()
-
-    def _reset(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.keep_alive = True
-        self.length: int | None = None  # bytes of body still to come (Content-Length)
-        self.chunked = False
-        self.until_close = False
-        self.in_body = False
-        self.body = bytearray()
+        self.body: list[bytes] = []
+        self.interim = False  # the message being parsed is a 1xx reply
+        self._ready()
+
+    def _ready(self) -> None:
+        """State for the next request's reply."""
         self.started = False  # any byte of the reply has arrived
+        self.head_bytes = 0  # bytes received before the final reply's headers were whole
+        self.headers_done = False  # the final (not 1xx) reply's headers are whole
+        self.until_close = False  # its body ends when the server closes
+        self.keep_alive = True
+        self.complete = False  # the final reply is whole
+        self.extra = False  # bytes came after it
+
+    # -- httptools' callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True  # a second reply to one request: the connection is spoilt
+            return
+        self.headers = {}
+        self.body = []
+        self.interim = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        headers = self.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.interim = True  # 100 Continue...: the real reply follows
+            return
+        self.status = status
+        self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        headers = self.headers
+        self.until_close = status not in (204, 304) and "content-length" not in headers \
+            and "chunked" not in headers.get("transfer-encoding", "").lower()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self.interim and not self.complete:
+            self.complete = True
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,27 +122,43 @@ class _Connection(asyncio.Protocol):
             self.abort()  # bytes nobody asked for: the connection cannot be trusted
             return
         self.started = True
-        self.buffer += data
+        if not self.headers_done:
+            self.head_bytes += len(data)
         try:
-            response = self._parse()
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:
+                self._fail(ProtocolError(f"not an HTTP/1.x reply: {exc}"))
+                return
+            self.extra = True  # garbage after a whole reply
+        if not self.complete:
+            if not self.headers_done and self.head_bytes > MAX_HEAD:
+                self._fail(ProtocolError("the reply's headers are too long"))
+            return
+        try:
+            response = self._response()
         except ProtocolError as exc:
             self._fail(exc)
             return
-        if response is not None:
-            waiter, self.waiter = self.waiter, None
-            if not self.keep_alive or self.buffer:
-                self.abort()
-            self._reset()
-            waiter.set_result(response)
+        waiter, self.waiter = self.waiter, None
+        if not self.keep_alive or self.extra:
+            self.abort()
+        waiter.set_result(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
         if self.waiter is None or self.waiter.done():
             return
-        if self.until_close and self.in_body:
-            self.waiter.set_result(self._response(self._decoded(bytes(self.body))))
-            self.waiter = None
+        if self.until_close and not self.complete:
+            # httptools is not told of the end of the stream: the body is what came
+            try:
+                response = self._response()
+            except ProtocolError as error:
+                self._fail(error)
+                return
+            waiter, self.waiter = self.waiter, None
+            waiter.set_result(response)
             return
         if self.started:
             self._fail(ProtocolError("the connection closed in the middle of the reply"))
@@ -106,6 +169,7 @@ class _Connection(asyncio.Protocol):
     # -- use --------------------------------------------------------------------------------
     def request(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None and self.waiter is None
+        self._ready()
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self.waiter
@@ -125,113 +189,21 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    # -- parsing ----------------------------------------------------------------------------
-    def _parse(self) -> Response | None:
-        """The reply once it is whole (consumed from the buffer), else None."""
-        buffer = self.buffer
-        while not self.in_body:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    raise ProtocolError("the reply's headers are too long")
-                return None
-            head = bytes(buffer[:end]).decode("latin-1")
-            del buffer[:end + 4]
-            self._head(head)
-        if self.chunked:
-            return self._chunks()
-        if self.until_close:
-            self.body += buffer
-            buffer.clear()
-            return None
-        assert self.length is not None
-        if len(buffer) < self.length:
-            return None
-        body = bytes(buffer[:self.length])
-        del buffer[:self.length]
-        return self._response(self._decoded(body))
-
-    def _head(self, head: str) -> None:
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise ProtocolError(f"a malformed header line: {line[:60]!r}")
-            name = name.strip().lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        if 100 <= status < 200:
-            return  # an interim reply (100 Continue...): the real one follows
-        self.status, self.headers, self.in_body = status, headers, True
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = "close" not in connection and (
-            parts[0] != "HTTP/1.0" or "keep-alive" in connection)
-        if status in (204, 304):
-            self.length = 0
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self.chunked = True
-        elif "content-length" in headers:
-            try:
-                self.length = int(headers["content-length"])
-            except ValueError:
-                raise ProtocolError("a malformed Content-Length") from None
-            if self.length < 0:
-                raise ProtocolError("a negative Content-Length")
-        else:
-            self.until_close = True
-            self.keep_alive = False
-
-    def _chunks(self) -> Response | None:
-        buffer = self.buffer
-        while True:
-            if self.length is None:  # at a chunk's size line
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    return None
-                try:
-                    size = int(bytes(buffer[:end]).split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise ProtocolError("a malformed chunk size") from None
-                del buffer[:end + 2]
-                if size == 0:
-                    self.length = -1  # the trailers come next
-                else:
-                    self.length = size
-            if self.length == -1:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    return None
-                if end == 0:  # the empty line after the (possibly absent) trailers
-                    del buffer[:2]
-                    return self._response(self._decoded(bytes(self.body)))
-                del buffer[:end + 2]  # a trailer, ignored
-                continue
-            if len(buffer) < self.length + 2:
-                return None
-            self.body += buffer[:self.length]
-            del buffer[:self.length + 2]
-            self.length = None
-
-    def _decoded(self, body: bytes) -> bytes:
+    def _response(self) -> Response:
+        """The final reply, its body decoded."""
+        body = b"".join(self.body)
         encoding = self.headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             try:
                 if encoding == "deflate":
                     try:
-                        return zlib.decompress(body)
+                        body = zlib.decompress(body)
                     except zlib.error:
-                        return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate
-                return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+                        body = zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate
+                else:
+                    body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
             except zlib.error as exc:
                 raise ProtocolError(f"a broken {encoding} body: {exc}") from None
-        return body
-
-    def _response(self, body: bytes) -> Response:
         return Response(self.status, self.headers, body)
 
 
