@@ -10,9 +10,9 @@ document, no two alike) go through ``APILLMServing_request`` and the batch execu
 each ``max_workers``, with the step's journal on and the response cache off, as in
 ``rare run --no-cache`` (``--cache`` turns a new one on). Ideal throughput is
 ``max_workers / latency``; ``--http-client`` picks the serving's transport (``auto``: the
-openai client up to 16 in flight, aiohttp above). A batch is ``--waves`` times
-``max_workers`` requests, after one warm-up wave that opens the connections. Run it on a
-quiet machine::
+openai client up to 16 in flight, the lean ``asyncio`` client above). A batch is
+``--waves`` times ``max_workers`` requests, after one warm-up wave that opens the
+connections. Run it on a quiet machine::
 
     python benchmarks/llm_throughput.py [--workers 20,64,256] [--latency 0.3] [--waves 8]
 """
@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--cache", action="store_true",
                         help="with the response cache on (a new one), as `rare run` has it")
-    parser.add_argument("--http-client", default="auto", choices=["auto", "openai", "aiohttp"],
+    parser.add_argument("--http-client", default="auto",
+                        choices=["auto", "openai", "aiohttp", "asyncio"],
                         help="the serving's HTTP transport (default: auto)")
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args(argv)

@@ -143,6 +143,22 @@ def test_identical_requests_are_sent_once(make):
     assert serving.usage["calls"] == 4 and serving.usage["duplicate_hits"] == 16
 
 
+def test_a_large_batch_is_fed_to_the_workers_in_slices(make, tmp_path):
+    """The first calls start while later requests are still being hashed: duplicates that
+    are far apart (in flight or answered by then) and journal hits anywhere still make
+    one call per new request, and every reply lands at its position."""
+    serving = make(max_workers=3, delay=0.001)
+    texts = [f"q{i % 150}" for i in range(400)]  # q0..q149, then the same twice more
+    with Journal(tmp_path / "j.journal") as journal:
+        serving.generate(requests_for(*[f"q{i}" for i in range(140, 150)]), journal=journal)
+        replies = serving.generate(requests_for(*texts), journal=journal)
+    assert [r.text for r in replies] == [f"reply to {t}" for t in texts]
+    assert sorted(serving.calls) == sorted(f"q{i}" for i in range(150))  # each once
+    assert serving.usage["journal_hits"] == 10
+    assert serving.usage["duplicate_hits"] == 250
+    assert serving.usage["calls"] == 150
+
+
 def test_the_journal_is_replayed_and_written(make, tmp_path):
     serving = make()
     texts = [f"q{i}" for i in range(10)]

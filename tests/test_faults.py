@@ -92,11 +92,11 @@ TRANSIENT = {
 }
 
 
-@pytest.mark.parametrize("http_client", ["openai", "aiohttp"])
+@pytest.mark.parametrize("http_client", ["openai", "aiohttp", "asyncio"])
 @pytest.mark.parametrize("rule,extra", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_transient_faults_are_retried_and_rows_complete(server, docs, tmp_path, rule, extra,
                                                         http_client):
-    """Both HTTP transports meet every fault the same way."""
+    """Every HTTP transport meets every fault the same way."""
     server.set_rules([rule])
     start = time.monotonic()
     report, out = run_pipeline(server.chat_url, tmp_path, docs, http_client=http_client)
@@ -149,14 +149,15 @@ PERSISTENT = {
 }
 
 
+@pytest.mark.parametrize("http_client", ["openai", "asyncio"])
 @pytest.mark.parametrize("rule,reason,http_attempts", PERSISTENT.values(),
                          ids=PERSISTENT.keys())
 def test_persistent_faults_fail_rows_with_their_reason(server, docs, tmp_path, rule, reason,
-                                                       http_attempts):
+                                                       http_attempts, http_client):
     bad = docs[4]
     server.set_rules([{**rule, "kind": "doc2query", "match": title(bad)}])
     report, out = run_pipeline(server.chat_url, tmp_path, docs, d2q_attempts=1,
-                               max_retries=1, timeout=1.0)
+                               max_retries=1, timeout=1.0, http_client=http_client)
     (failed,) = [r for r in out if r["doc2query_error"]]
     assert failed["id"] == bad["id"]
     assert failed["doc2query_error"].split(":")[0] == reason, failed["doc2query_error"]

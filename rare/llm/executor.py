@@ -4,7 +4,8 @@
 looks replies up in the response cache, sends identical requests once, keeps
 ``max_workers`` calls in flight, journals each finished reply before its slot takes
 another request, stops early when the endpoint is plainly down (fail-fast), drains the
-calls in flight on Ctrl-C, shows a progress bar and counts usage and failures.
+calls in flight on Ctrl-C, shows a progress bar and counts usage and failures. The first
+calls go out while the rest of the batch is still being hashed and looked up.
 
 A serving is called in the one way it implements (see :class:`Backend`):
 
@@ -30,7 +31,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -45,8 +46,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CallStyle = Literal["complete", "acomplete", "complete_batch"]
-#: settle(members, completion, source): record one outcome for the positions ``members``
-Settle = Callable[[list[int], Completion, str], None]
+#: settle(key, completion, source): record one outcome for the group of requests ``key``
+Settle = Callable[[str, Completion, str], None]
 
 
 class Backend(Protocol):
@@ -159,37 +160,95 @@ _DONE = None  # what a worker puts on the queue when it stops
 
 
 class _Batch:
-    """The requests still to call, handed out to workers; finished ones go to ``out``.
+    """The requests to call, handed out to workers; finished ones go to ``out``.
 
-    ``out`` carries lists of (position, completion): workers on threads post each one as it
-    finishes; async workers post what finished in one turn of the event loop together, so
-    the caller's thread wakes once per turn rather than once per reply.
+    The caller's thread keeps adding requests (:meth:`add`) while the first ones are
+    already in flight, and says when there are no more (:meth:`fed`): hashing the request
+    keys of a large batch takes tens of milliseconds that the first calls need not wait
+    for. ``out`` carries lists of (position, completion): workers on threads post each one
+    as it finishes; async workers post what finished in one turn of the event loop
+    together, so the caller's thread wakes once per turn rather than once per reply.
     """
 
-    def __init__(self, requests: list[ChatRequest], keys: list[str],
-                 journal: Journal | None, loop: asyncio.AbstractEventLoop | None = None
-                 ) -> None:
-        self.requests = requests
-        self.keys = keys
+    def __init__(self, journal: Journal | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.requests: list[ChatRequest] = []
+        self.keys: list[str] = []
         self.journal = journal
         self.loop = loop
         self.cancel = CancelToken()
         self.out: queue.Queue[list[tuple[int, Completion]] | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._more = threading.Condition(self._lock)  # thread workers wait on it
+        self._waiters: list[asyncio.Future[None]] = []  # ... async workers on these
+        self._feeding = True
         self._next = 0
         self._buffer: list[tuple[int, Completion]] = []
         self.taken = 0
         self.delivered = 0
 
-    def take(self, count: int = 1) -> list[int]:
-        """Up to ``count`` positions to call; none once the batch is cancelled or done."""
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def add(self, items: list[tuple[str, ChatRequest]]) -> None:
+        """More (key, request) to call."""
         with self._lock:
-            if self.cancel.is_set():
-                return []
-            start = self._next
-            self._next = min(len(self.requests), start + count)
-            self.taken += self._next - start
-            return list(range(start, self._next))
+            for key, request in items:
+                self.keys.append(key)
+                self.requests.append(request)
+        self._wake()
+
+    def fed(self) -> None:
+        """No more requests will be added."""
+        with self._lock:
+            self._feeding = False
+        self._wake()
+
+    def stop(self) -> None:
+        """Cancel the batch: nothing more is taken, retries in flight stop waiting."""
+        self.cancel.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._more.notify_all()
+            waiters, self._waiters = self._waiters, []
+        if waiters:
+            assert self.loop is not None
+            try:
+                self.loop.call_soon_threadsafe(_release, waiters)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def take(self, count: int = 1) -> list[int]:
+        """Up to ``count`` positions to call, waiting for them while the batch is still
+        being fed; none once the batch is cancelled or done (worker threads)."""
+        with self._lock:
+            while self._feeding and self._next >= len(self.requests) \
+                    and not self.cancel.is_set():
+                self._more.wait()
+            return self._take(count)
+
+    def take_or_wait(self) -> int | asyncio.Future[None] | None:
+        """A position to call; a future to await before asking again while the batch is
+        still being fed; None once it is cancelled or done (async workers, on the loop)."""
+        with self._lock:
+            if self._feeding and self._next >= len(self.requests) \
+                    and not self.cancel.is_set():
+                assert self.loop is not None
+                waiter = self.loop.create_future()
+                self._waiters.append(waiter)
+                return waiter
+            taken = self._take(1)
+            return taken[0] if taken else None
+
+    def _take(self, count: int) -> list[int]:
+        if self.cancel.is_set():
+            return []
+        start = self._next
+        self._next = min(len(self.requests), start + count)
+        self.taken += self._next - start
+        return list(range(start, self._next))
 
     def deliver(self, n: int, result: Completion) -> None:
         """A finished call: journal it first (a killed run resumes from it), then report."""
@@ -217,6 +276,12 @@ class _Batch:
     def in_flight(self) -> int:
         with self._lock:
             return self.taken - self.delivered
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _failed(exc: BaseException) -> Completion:
@@ -258,20 +323,25 @@ def _batch_worker(backend: Backend, batch: _Batch, size: int) -> None:
 
 async def _async_workers(backend: Backend, batch: _Batch, count: int) -> None:
     CURRENT_CANCEL.set(batch.cancel)  # the workers' tasks copy this context
+    await asyncio.gather(*(_async_worker(backend, batch) for _ in range(count)))
 
-    async def worker() -> None:
-        try:
-            while taken := batch.take():
-                (n,) = taken
-                try:
-                    result = await backend.acomplete(batch.requests[n])
-                except Exception as exc:  # one bad call must not sink the batch
-                    result = _failed(exc)
-                batch.deliver(n, result)
-        finally:
-            batch.finish()
 
-    await asyncio.gather(*(worker() for _ in range(count)))
+async def _async_worker(backend: Backend, batch: _Batch) -> None:
+    try:
+        while True:
+            n = batch.take_or_wait()
+            if n is None:
+                return
+            if not isinstance(n, int):
+                await n  # more requests are coming
+                continue
+            try:
+                result = await backend.acomplete(batch.requests[n])
+            except Exception as exc:  # one bad call must not sink the batch
+                result = _failed(exc)
+            batch.deliver(n, result)
+    finally:
+        batch.finish()
 
 
 # -- the event loop of async servings --------------------------------------------------------
@@ -395,9 +465,9 @@ class BatchExecutor:
             "replies are kept, so running again resumes."
         )
 
-    def _stopped_error(self, future: Future[None] | None, missing: int) -> ServingError:
-        cause = future.exception() if future is not None and future.done() \
-            and not future.cancelled() else None
+    def _stopped_error(self, futures: list[Future[None]], missing: int) -> ServingError:
+        cause = next((f.exception() for f in futures
+                      if f.done() and not f.cancelled() and f.exception() is not None), None)
         why = f" ({error_reason(cause)})" if cause is not None else ""
         return ServingError(f"{self.backend.describe()}: the calls stopped with {missing} "
                             f"request(s) unanswered{why}")
@@ -416,21 +486,19 @@ class BatchExecutor:
         style = backend.call_style()
         cache = backend.open_cache()
         settings = backend.settings()
-        keys = [request_key(settings, r) for r in requests]
-        # identical requests (same key) are answered by one call
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            groups.setdefault(key, []).append(i)
-        work = list(groups.values())
-
         results: list[Completion | None] = [None] * len(requests)
+        # identical requests (same key) are one group, answered by one call
+        groups: dict[str, list[int]] = {}
+        settled: dict[str, Completion] = {}  # the groups answered so far
         failed_groups = 0
         bar = tqdm(total=len(requests), desc=desc, disable=desc is None or not requests,
                    unit="req", leave=False)
 
-        def settle(members: list[int], result: Completion, source: str) -> None:
+        def settle(key: str, result: Completion, source: str) -> None:
             nonlocal failed_groups
+            settled[key] = result
             self.accounting.count(result, source)
+            members = groups[key]
             for j, i in enumerate(members):
                 results[i] = result
                 if j:
@@ -438,82 +506,128 @@ class BatchExecutor:
             bar.update(len(members))
             failed_groups += not result.ok
 
+        def feed() -> Iterator[list[tuple[str, ChatRequest]]]:
+            """The groups that need a call, a slice of the requests at a time (hits in the
+            journal or the cache, and duplicates of answered groups, settled on the way)."""
+            step = max(64, backend.max_workers)
+            for start in range(0, len(requests), step):
+                new: list[tuple[str, ChatRequest]] = []
+                for i in range(start, min(len(requests), start + step)):
+                    request = requests[i]
+                    key = request_key(settings, request)
+                    members = groups.get(key)
+                    if members is not None:  # a duplicate
+                        members.append(i)
+                        done = settled.get(key)
+                        if done is not None:
+                            results[i] = done
+                            self.accounting.count(done, "duplicate")
+                            bar.update(1)
+                        continue
+                    groups[key] = [i]
+                    hit, source = None, ""
+                    if journal is not None:
+                        hit, source = journal.get(key), "journal"
+                    if hit is None and cache is not None:
+                        hit, source = cache.get(key), "cache"
+                        if hit is not None and journal is not None:
+                            journal.put(key, hit)
+                    if hit is None:
+                        new.append((key, request))
+                    else:
+                        settle(key, hit, source)
+                yield new
+
         try:
-            pending: list[list[int]] = []
-            for members in work:
-                key = keys[members[0]]
-                hit, source = None, ""
-                if journal is not None:
-                    hit, source = journal.get(key), "journal"
-                if hit is None and cache is not None:
-                    hit, source = cache.get(key), "cache"
-                    if hit is not None and journal is not None:
-                        journal.put(key, hit)
-                if hit is None:
-                    pending.append(members)
-                else:
-                    settle(members, hit, source)
-            if pending:
-                self._call(backend, style, requests, keys, pending, journal, cache, settle)
-            if len(work) >= backend.fail_fast_batch and failed_groups == len(work) \
+            self._call(backend, style, feed(), journal, cache, settle)
+            if len(groups) >= backend.fail_fast_batch and failed_groups == len(groups) \
                     and not self.accounting.ever_ok:
-                last = results[work[-1][0]]
+                last = results[next(reversed(groups.values()))[0]]
                 assert last is not None
                 raise self._fail_fast_error(failed_groups, last)
         finally:
             bar.close()
         return [r for r in results if r is not None]
 
-    def _call(self, backend: Backend, style: CallStyle, requests: Sequence[ChatRequest],
-              keys: list[str], pending: list[list[int]], journal: Journal | None,
+    def _call(self, backend: Backend, style: CallStyle,
+              feed: Iterator[list[tuple[str, ChatRequest]]], journal: Journal | None,
               cache: ResponseCache | None, settle: Settle) -> None:
-        """Call the serving for every group of ``pending``; settle each as it finishes."""
-        batch = _Batch([requests[m[0]] for m in pending], [keys[m[0]] for m in pending],
-                       journal)
-        workers = min(backend.max_workers, len(pending))
+        """Call the serving for every group that ``feed`` yields (starting with the first
+        ones while the rest are still being hashed); settle each as it finishes."""
+        batch = _Batch(journal)
+        if style == "complete_batch":  # an engine takes whole chunks: all of them first
+            for slice_ in feed:
+                batch.add(slice_)
         threads: list[threading.Thread] = []
-        future: Future[None] | None = None
+        futures: list[Future[None]] = []
         if style == "acomplete":
             loop = self._loop_thread()
             batch.loop = loop.loop
-            future = loop.submit(_async_workers(backend, batch, workers))
-        elif style == "complete_batch":
-            workers = 1
-            size = backend.batch_size or len(pending)
-            threads.append(threading.Thread(target=_batch_worker, args=(backend, batch, size),
-                                            name="rare-llm-batch", daemon=True))
-        else:
-            threads.extend(threading.Thread(target=_thread_worker, args=(backend, batch),
-                                            name=f"rare-llm-{w}", daemon=True)
-                           for w in range(workers))
-        for thread in threads:
-            thread.start()
+
+        workers = [0]  # (a cell: start_workers counts them)
+
+        def start_workers() -> int:
+            """Start workers up to ``max_workers`` (one for batches), no more than there
+            are requests; the number of workers now."""
+            if style == "complete_batch":
+                want = 1 if len(batch) else 0
+            else:
+                want = min(backend.max_workers, len(batch))
+            more, workers[0] = want - workers[0], max(want, workers[0])
+            if more <= 0:
+                return workers[0]
+            if style == "acomplete":  # one hop to the loop for them all
+                futures.append(loop.submit(_async_workers(backend, batch, more)))
+            elif style == "complete_batch":
+                size = backend.batch_size or len(batch)
+                threads.append(threading.Thread(target=_batch_worker,
+                                                args=(backend, batch, size),
+                                                name="rare-llm-batch", daemon=True))
+                threads[-1].start()
+            else:
+                for w in range(want - more, want):
+                    threads.append(threading.Thread(target=_thread_worker,
+                                                    args=(backend, batch),
+                                                    name=f"rare-llm-{w}", daemon=True))
+                    threads[-1].start()
+            return workers[0]
 
         def alive() -> bool:
-            if future is not None:
-                return not future.done()
-            return any(t.is_alive() for t in threads)
+            return any(not f.done() for f in futures) or any(t.is_alive() for t in threads)
 
         def handle(n: int, result: Completion) -> None:
-            key = keys[pending[n][0]]
+            key = batch.keys[n]
             if result.ok and cache is not None:
                 cache.put(key, result)
-            settle(pending[n], result, "call")
+            settle(key, result, "call")
 
-        received, live = 0, workers
+        received, started, finished, feeding = 0, 0, 0, True
         items: list[tuple[int, Completion]] = []
         try:
-            while received < len(pending):
-                try:
-                    got = batch.out.get(timeout=1.0)
-                except queue.Empty:
-                    if alive() or not batch.out.empty():
+            while feeding or received < len(batch):
+                if feeding:  # add the next slice, then take what finished meanwhile
+                    more = next(feed, None)
+                    if more is None:
+                        feeding = False
+                        batch.fed()
+                    elif more:
+                        batch.add(more)
+                    started = start_workers()
+                    try:
+                        got = batch.out.get_nowait()
+                    except queue.Empty:
                         continue
-                    live, got = 0, _DONE  # the workers are gone without a word
+                else:
+                    try:
+                        got = batch.out.get(timeout=1.0)
+                    except queue.Empty:
+                        if alive() or not batch.out.empty():
+                            continue
+                        finished, got = started, _DONE  # the workers are gone without a word
                 if got is _DONE:
-                    live -= 1
-                    if live <= 0:
-                        raise self._stopped_error(future, len(pending) - received)
+                    finished += 1
+                    if finished >= started:
+                        raise self._stopped_error(futures, len(batch) - received)
                     continue
                 items = got
                 while items:
@@ -523,10 +637,10 @@ class BatchExecutor:
                     if self.accounting.streak >= backend.fail_fast:
                         raise self._fail_fast_error(self.accounting.streak, result)
         except BaseException:
-            batch.cancel.set()  # calls in flight stop retrying; nothing new is taken
+            batch.stop()  # calls in flight stop retrying; nothing new is taken
             for n, result in items:  # finished, journaled, not yet counted
                 handle(n, result)
-            self._drain(batch, live, backend.drain_seconds, handle)
+            self._drain(batch, started - finished, backend.drain_seconds, handle)
             raise
 
     def _drain(self, batch: _Batch, live: int, seconds: float,

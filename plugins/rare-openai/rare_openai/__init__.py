@@ -1,13 +1,17 @@
 """Any OpenAI-compatible chat-completions endpoint as a rare-synth serving.
 
-The calls run on the executor's event loop, ``max_workers`` in flight, through one of two
-HTTP transports (``http_client``): the ``openai`` package's async client, or a bare
-``aiohttp`` session speaking the same protocol. Measured against a 0.3 s endpoint on two
-cores, a call costs about 1.8 ms of CPU through the openai client (its request
-transformation and its HTTP pool's per-request scan of every connection) and about
-0.25 ms through aiohttp: at 256 in flight only the lean transport keeps pace with the
-endpoint (benchmarks/llm_throughput.py). ``"auto"`` (the default) takes the openai client
-up to 16 requests in flight and aiohttp above. Both give the same replies, retries and
+The calls run on the executor's event loop, ``max_workers`` in flight, through one of three
+HTTP transports (``http_client``): the ``openai`` package's async client, a bare
+``aiohttp`` session, or ``asyncio``: a lean HTTP/1.1 client of this package
+(:mod:`rare_openai.http11`) that writes each request from the call that makes it. Measured
+against a 0.3 s endpoint on two cores, a call costs about 1.8 ms of CPU through the openai
+client (its request transformation and its HTTP pool's per-request scan of every
+connection), about 0.17 ms through aiohttp and about 0.1 ms through ``asyncio``; and
+aiohttp (before Python 3.12) writes a request's body one turn of the loop later, so at 256
+in flight a burst of replies holds back every slot's next request
+(benchmarks/llm_throughput.py). ``"auto"`` (the default) takes the openai client up to 16
+requests in flight and ``asyncio`` above (aiohttp where a proxy is set for the endpoint:
+the lean client speaks to the endpoint directly). All give the same replies, retries and
 failure reasons.
 """
 
@@ -24,10 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rare import ChatRequest, Completion, LLMServing, ServingError, hookimpl
+from rare_openai import http11
 
 STRUCTURED_MODES = (None, "json_schema", "json_object")
-HTTP_CLIENTS = ("auto", "openai", "aiohttp")
-#: above this many requests in flight, "auto" takes aiohttp (see the module's doc)
+HTTP_CLIENTS = ("auto", "openai", "aiohttp", "asyncio")
+#: above this many requests in flight, "auto" takes the lean client (see the module's doc)
 AUTO_OPENAI_MAX_IN_FLIGHT = 16
 
 
@@ -132,9 +137,10 @@ def error_detail(body: bytes, status: int) -> str:
 class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
     """Chat completions over HTTP, ``max_workers`` requests in flight.
 
-    ``http_client``: ``"openai"`` (the openai package's async client), ``"aiohttp"`` (a lean
-    transport for hundreds of requests in flight on a small machine) or ``"auto"`` (the
-    openai client up to 16 in flight, aiohttp above).
+    ``http_client``: ``"openai"`` (the openai package's async client), ``"asyncio"`` (a lean
+    HTTP/1.1 client for hundreds of requests in flight on a small machine; no proxies),
+    ``"aiohttp"`` (a bare aiohttp session) or ``"auto"`` (the openai client up to 16 in
+    flight, ``asyncio`` above, aiohttp instead where a proxy is set for the endpoint).
 
     The key comes from ``api_key``, else the environment variable ``key_name_of_api_key``,
     else ``OPENAI_API_KEY``; a local endpoint (127.0.0.1, localhost) needs none.
@@ -168,8 +174,15 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
             raise ServingError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}, "
                                f"got {http_client!r}")
         self.http_client = http_client
+        self._endpoint = base_url_of(api_url) + "/chat/completions"
         if http_client == "auto":
-            http_client = "openai" if max_workers <= AUTO_OPENAI_MAX_IN_FLIGHT else "aiohttp"
+            if max_workers <= AUTO_OPENAI_MAX_IN_FLIGHT:
+                http_client = "openai"
+            else:  # the lean client connects directly: through a proxy, aiohttp
+                http_client = "aiohttp" if env_proxy(self._endpoint) else "asyncio"
+        elif http_client == "asyncio" and env_proxy(self._endpoint):
+            raise ServingError(f"http_client='asyncio' does not go through proxies, and one "
+                               f"is set for {self._endpoint}: use 'aiohttp' (or 'auto')")
         self.transport = http_client
         try:
             import aiohttp
@@ -198,7 +211,6 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
                 )
             key = "no-key-needed"
         self.api_url = api_url
-        self._endpoint = base_url_of(api_url) + "/chat/completions"
         self.structured_output = structured_output
         self.context_window = context_window
         self.extra_body = extra_body or {}
@@ -214,6 +226,7 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         self._session: Any = None  # made on the executor's event loop, on first use
         self._proxy: str | None = None
         self._client: Any = None  # the openai client, likewise
+        self._http: Any = None  # the lean asyncio client, likewise
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "api_url": self.api_url,
@@ -270,6 +283,8 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         """One HTTP request: a Completion (ok, or failed for good), or CallFailed to retry."""
         if self.transport == "openai":
             return await self._attempt_openai(body)
+        if self.transport == "asyncio":
+            return await self._attempt_asyncio(body)
         return await self._attempt_aiohttp(body)
 
     async def _attempt_openai(self, body: dict[str, Any]) -> Completion:
@@ -318,22 +333,21 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
             raise CallFailed("malformed_body", _short(exc) or "a broken body", True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise CallFailed("connection", _short(exc) or type(exc).__name__, True) from None
-        if status >= 400:
-            hint = headers.get("x-should-retry")
-            retry = status in RETRY_STATUSES or status >= 500
-            retry = hint == "true" or (retry and hint != "false")
-            raise CallFailed(f"http_{status}", error_detail(raw, status), retry,
-                             retry_after_of(headers))
+        return read_response(status, headers, raw, content_type)
+
+    async def _attempt_asyncio(self, body: dict[str, Any]) -> Completion:
+        if self._http is None:
+            self._http = http11.Client(self._endpoint, self._headers, self.max_workers)
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            if "json" not in content_type:
-                text = raw.decode("utf-8", errors="replace")
-                raise CallFailed("malformed_body", f"not a JSON body: {_short(text, 60)!r}",
-                                 True) from None
-            raise CallFailed("malformed_body", _short(exc) or type(exc).__name__,
-                             True) from None
-        return read_reply(data)
+            # the bytes aiohttp's json= sends
+            reply = await self._http.post(json.dumps(body).encode(), self.timeout)
+        except asyncio.TimeoutError:
+            raise CallFailed("timeout", f"no reply within {self.timeout:g} s", True) from None
+        except http11.ProtocolError as exc:
+            raise CallFailed("malformed_body", _short(exc) or "a broken body", True) from None
+        except OSError as exc:
+            raise CallFailed("connection", _short(exc) or type(exc).__name__, True) from None
+        return read_response(reply.status, reply.headers, reply.body, reply.content_type)
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (1-based), with up to 25% jitter off."""
@@ -379,9 +393,32 @@ class APILLMServing_request(LLMServing):  # noqa: N801 - the reference's name
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+def read_response(status: int, headers: Any, raw: bytes, content_type: str) -> Completion:
+    """The completion in an HTTP reply (``headers``: a case-insensitive mapping, or a dict
+    with lower-cased names), or CallFailed."""
+    if status >= 400:
+        hint = headers.get("x-should-retry")
+        retry = status in RETRY_STATUSES or status >= 500
+        retry = hint == "true" or (retry and hint != "false")
+        raise CallFailed(f"http_{status}", error_detail(raw, status), retry,
+                         retry_after_of(headers))
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        if "json" not in content_type:
+            text = raw.decode("utf-8", errors="replace")
+            raise CallFailed("malformed_body", f"not a JSON body: {_short(text, 60)!r}",
+                             True) from None
+        raise CallFailed("malformed_body", _short(exc) or type(exc).__name__, True) from None
+    return read_reply(data)
 
 
 def read_reply(data: Any) -> Completion:
