@@ -21,6 +21,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -190,47 +191,87 @@ class LocalRunner:
 
         started = time.perf_counter()
         format_of(output_path)  # an unknown output format fails before any work
-        row_failures: Counter[str] = Counter()
-        row_warnings: Counter[str] = Counter()
-        count = len(pipeline.steps)
-        reports: list[StageReport] = []
-        rows_in = rows_out = 0
-        output = RowWriter(output_path)
-        try:
-            for n, (cls, step) in enumerate(zip(pipeline.classes, pipeline.steps), start=1):
-                op = pipeline.build(cls, step)
-                last = n == count
-                sinks: list[Callable[[Records], None]] = []
-                if last:
-                    sinks = [output.write, failure_counter(row_failures, row_warnings)]
-                if op.is_transform():
-                    op.configure(**step.run)
-                    stats = run_step(op, storage, n, self.batch_size, sinks)
-                else:
-                    stats = run_reference_step(op, storage, n, step.run, self.batch_size, sinks)
-                if n == 1:
-                    rows_in = int(stats.get("rows_in", 0))
-                if last:
-                    rows_out = output.rows
-                report = StageReport(step.operator, stats, storage.location(n))
-                reports.append(report)
-                if on_stage is not None:
-                    on_stage(report)
-            output.commit()
-        except BaseException:
-            output.abort()
-            raise
+
+        def transform(n: int, step: Any, op: StepOperator,
+                      sinks: list[Callable[[Records], None]]) -> dict[str, Any]:
+            return run_step(op, storage, n, self.batch_size, sinks)
+
+        done = run_steps(pipeline, storage, output_path, transform, self.batch_size, on_stage)
         # The run is complete: its journals have served their purpose.
-        remove_journals(storage, range(1, count + 1))
+        remove_journals(storage, range(1, len(pipeline.steps) + 1))
         serving = pipeline.serving
+        return done.report(storage, output_path, started,
+                           usage=dict(serving.usage) if serving else {},
+                           failures=dict(serving.failures) if serving else {})
+
+
+@dataclass
+class StepsDone:
+    """What :func:`run_steps` saw of a pipeline's run."""
+
+    stages: list[StageReport]
+    rows_in: int
+    rows_out: int
+    row_failures: Counter[str]
+    row_warnings: Counter[str]
+
+    def report(self, storage: FileStorage, output_path: str | Path, started: float,
+               usage: dict[str, int], failures: dict[str, int]) -> RunReport:
+        """The run's report; ``started`` is its ``time.perf_counter()`` at the start."""
         return RunReport(
-            input=storage.location(0), output=str(output_path), rows_in=rows_in,
-            rows_out=rows_out, failed_rows=sum(row_failures.values()), stages=reports,
-            usage=dict(serving.usage) if serving else {},
-            failures=dict(serving.failures) if serving else {},
+            input=storage.location(0), output=str(output_path), rows_in=self.rows_in,
+            rows_out=self.rows_out, failed_rows=sum(self.row_failures.values()),
+            stages=self.stages, usage=usage, failures=failures,
             seconds=round(time.perf_counter() - started, 2),
-            row_failures=row_failures, row_warnings=row_warnings,
+            row_failures=self.row_failures, row_warnings=self.row_warnings,
         )
+
+
+#: how a runner runs one configured transform step: (step number, the pipeline's step,
+#: the operator, the sinks of its output batches) -> the step's stats
+TransformStep = Callable[[int, Any, StepOperator, list[Callable[[Records], None]]],
+                         dict[str, Any]]
+
+
+def run_steps(pipeline: Any, storage: FileStorage, output_path: str | Path,
+              transform: TransformStep, batch_size: int = DEFAULT_BATCH_SIZE,
+              on_stage: Callable[[StageReport], None] | None = None) -> StepsDone:
+    """Every step of ``pipeline`` in turn, the last one's rows into ``output_path`` (written
+    atomically: nothing there unless the whole run finishes). A transform step runs
+    through ``transform`` (where runners differ); a step of the reference's style (its own
+    ``run()`` does the I/O) runs here. The last step's rows are counted by their first
+    ``*_error`` and ``*_warning`` as they go out."""
+    row_failures: Counter[str] = Counter()
+    row_warnings: Counter[str] = Counter()
+    count = len(pipeline.steps)
+    stages: list[StageReport] = []
+    rows_in = rows_out = 0
+    output = RowWriter(output_path)
+    try:
+        for n, (cls, step) in enumerate(zip(pipeline.classes, pipeline.steps), start=1):
+            op = pipeline.build(cls, step)
+            last = n == count
+            sinks: list[Callable[[Records], None]] = []
+            if last:
+                sinks = [output.write, failure_counter(row_failures, row_warnings)]
+            if op.is_transform():
+                op.configure(**step.run)
+                stats = transform(n, step, op, sinks)
+            else:
+                stats = run_reference_step(op, storage, n, step.run, batch_size, sinks)
+            if n == 1:
+                rows_in = int(stats.get("rows_in", 0))
+            if last:
+                rows_out = output.rows
+            report = StageReport(step.operator, stats, storage.location(n))
+            stages.append(report)
+            if on_stage is not None:
+                on_stage(report)
+        output.commit()
+    except BaseException:
+        output.abort()
+        raise
+    return StepsDone(stages, rows_in, rows_out, row_failures, row_warnings)
 
 
 def run_reference_step(op: Any, storage: FileStorage, step: int, settings: dict[str, Any],

@@ -305,6 +305,32 @@ def test_three_stages_on_llama_cpp_equal_the_local_run(llama_server, cluster,  #
     assert local.usage["cache_hits"] == report.usage["calls"]
 
 
+def test_row_warnings_and_failures_are_counted_as_the_local_run_counts_them(
+        cluster, tmp_path, monkeypatch):
+    """BM25HardNeg alone (no LLM): one row has no question (a failed row), and every row
+    asks for more negatives than four documents can give (a shortfall warning)."""
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    rows = [r for r in read_records(shared("cacm", "cacm.jsonl")) if len(r[TEXT]) > 300][:4]
+    for i, row in enumerate(rows):
+        row["question"] = None if i == 1 else " ".join(row[TEXT].split()[:12])
+    write_records(tmp_path / "docs.jsonl", rows)
+    steps = [Step("BM25HardNeg", run={"input_text_key": TEXT, "num_neg": 5})]
+    reports = {}
+    for name, runner in (("local", {}),
+                         ("ray", {"runner": "ray",
+                                  "runner_options": {"address": cluster.address,
+                                                     "pool_size": 2, "num_cpus": 0.5}})):
+        reports[name] = Pipeline(steps, batch_size=2, **runner).run(
+            tmp_path / "docs.jsonl", tmp_path / f"{name}.jsonl",
+            cache_path=tmp_path / f"cache-{name}")
+    local, ray_report = reports["local"], reports["ray"]
+    assert local.failed_rows == ray_report.failed_rows == 1
+    assert local.row_failures == ray_report.row_failures == {"skipped": 1}
+    assert local.row_warnings == ray_report.row_warnings == {"shortfall": 3}
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
 # -- without a cluster -----------------------------------------------------------------------
 def test_an_unreachable_cluster_is_a_clear_error(corpus, tmp_path):
     port = free_port()  # nothing listens there

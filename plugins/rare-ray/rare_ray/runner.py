@@ -41,15 +41,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rare.errors import MissingDependencyError, RareError, RunnerError, SettingsError
-from rare.formats import Records, RowWriter, atomic_write_bytes, format_of
+from rare.formats import Records, atomic_write_bytes, format_of
 from rare.llm.cache import cache_disabled_by_env, default_cache_dir
 from rare.report import RunReport, StageReport
 from rare.runner import (
     checked_batches,
-    failure_counter,
     operator_name,
-    run_reference_step,
     run_step,
+    run_steps,
 )
 from rare.step import StepContext
 from rare.storage import FileStorage, remove_blocks, remove_journals
@@ -282,41 +281,20 @@ class RayRunner:
              on_stage: Callable[[StageReport], None] | None) -> RunReport:
         started = time.perf_counter()
         token = uuid.uuid4().hex
-        row_failures: Counter[str] = Counter()
         usage: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         count = len(pipeline.steps)
-        reports: list[StageReport] = []
-        rows_in = rows_out = 0
         markers: list[Path] = []
         cache_dir = self._response_cache(pipeline, token, markers)
-        output = RowWriter(output_path)
+
+        def transform(n: int, step: Any, op: Any,
+                      sinks: list[Callable[[Records], None]]) -> dict[str, Any]:
+            return self._run_step(ray, pipeline, storage, n, count, step, op, sinks, token,
+                                  cache_dir, markers, usage, failures)
+
         try:
-            for n, (cls, step) in enumerate(zip(pipeline.classes, pipeline.steps), start=1):
-                op = pipeline.build(cls, step)
-                last = n == count
-                sinks: list[Callable[[Records], None]] = []
-                if last:
-                    sinks = [output.write, failure_counter(row_failures)]
-                if op.is_transform():
-                    op.configure(**step.run)
-                    stats = self._run_step(ray, pipeline, storage, n, count, step, op, sinks,
-                                           token, cache_dir, markers, usage, failures)
-                else:
-                    stats = run_reference_step(op, storage, n, step.run, self.batch_size,
-                                               sinks)
-                if n == 1:
-                    rows_in = int(stats.get("rows_in", 0))
-                if last:
-                    rows_out = output.rows
-                report = StageReport(step.operator, stats, storage.location(n))
-                reports.append(report)
-                if on_stage is not None:
-                    on_stage(report)
-            output.commit()
-        except BaseException:
-            output.abort()
-            raise
+            done = run_steps(pipeline, storage, output_path, transform, self.batch_size,
+                             on_stage)
         finally:
             for marker in markers:
                 marker.unlink(missing_ok=True)
@@ -327,12 +305,8 @@ class RayRunner:
         if serving is not None:  # stages that ran here (an operator of the reference's style)
             usage.update(serving.usage)
             failures.update(serving.failures)
-        return RunReport(
-            input=storage.location(0), output=str(output_path), rows_in=rows_in,
-            rows_out=rows_out, failed_rows=sum(row_failures.values()), stages=reports,
-            usage=dict(usage), failures=dict(failures),
-            seconds=round(time.perf_counter() - started, 2), row_failures=row_failures,
-        )
+        return done.report(storage, output_path, started, usage=dict(usage),
+                           failures=dict(failures))
 
     def _response_cache(self, pipeline: Any, token: str, markers: list[Path]) -> str | None:
         """The response cache folder the actors share (None: off), as the driver sees it."""
