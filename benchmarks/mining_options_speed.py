@@ -3,6 +3,7 @@ the window, the random draw, the margin and window+margin, on one backend.
 
     python benchmarks/mining_options_speed.py [--docs 0] [--rounds 7] [--threads 2]
         [--index-dir /tmp/wiki205k-tantivy] [--backend tantivy] [--no-near-duplicate]
+        [--variants top-k,random] [--random-windows 0-10,10-20,10-30]
 
 The variants are :data:`rare.bench.negatives.DEFAULT_VARIANTS` (those of ``rare bench``),
 mined at the default depth with each wiki205k query's judged passage as its positive.
@@ -24,7 +25,7 @@ from pathlib import Path
 import rare.retrievers
 from rare.bench import DataSpec
 from rare.bench.data import load_dataset
-from rare.bench.negatives import DEFAULT_VARIANTS
+from rare.bench.negatives import DEFAULT_VARIANTS, Variant
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wiki205k"
 
@@ -41,6 +42,9 @@ def main() -> int:
     parser.add_argument("--no-near-duplicate", action="store_true",
                         help="mine without the near-duplicate rule")
     parser.add_argument("--variants", help="comma-separated names (default: all)")
+    parser.add_argument("--random-windows", metavar="START-END,...",
+                        help="also random draws from these windows (e.g. 0-10,10-20,10-30): "
+                             "what a random draw costs by the window's depth")
     args = parser.parse_args()
 
     spec = DataSpec(str(DATA / "corpus.jsonl.gz"), str(DATA / "queries.tsv"),
@@ -67,6 +71,11 @@ def main() -> int:
                 if not args.variants or v.name in args.variants.split(",")]
     if variants[0].name != "top-k":
         variants = [DEFAULT_VARIANTS[0], *variants]
+    for window in (args.random_windows or "").split(","):
+        if window:
+            start, _, end = window.partition("-")
+            variants.append(Variant(f"random {start}-{end}", start_rank=int(start),
+                                    end_rank=int(end), sampling="random"))
     n = len(data.queries)
 
     def mine(variant: object) -> tuple[float, float]:

@@ -63,6 +63,18 @@ def test_reference_and_own_names_set_the_same_thing(tmp_path):
     assert sgl.tensor_parallel_size == 2 and sgl.max_tokens == 99
     with pytest.raises(ServingError, match="sgl_mem_fraction_static"):
         LocalModelLLMServing_sglang(model=str(tmp_path), sgl_mem_fraction_static=0)
+    # an older SGLang release's names still work, and conflict like any other pair
+    older = LocalModelLLMServing_sglang(model=str(tmp_path), sgl_tensor_parallel_size=2,
+                                        sgl_max_tokens=99)
+    assert older.settings() == sgl.settings()
+    with pytest.raises(ServingError, match="sgl_tp_size=2 and sgl_tensor_parallel_size=4"):
+        LocalModelLLMServing_sglang(model=str(tmp_path), sgl_tp_size=2,
+                                    sgl_tensor_parallel_size=4)
+    for serving, name in ((LocalModelLLMServing, "vllm_tensor_parallel_size"),
+                          (LocalModelLLMServing_sglang, "sgl_tp_size")):
+        with pytest.raises(ServingError, match=f"{name} \\(or tensor_parallel_size\\) must "
+                                               "be >= 1, got 0"):
+            serving(model=str(tmp_path), tensor_parallel_size=0)
 
 
 def test_a_missing_model_directory_fails_at_once_naming_the_setting(tmp_path):

@@ -59,6 +59,14 @@ def pick(ours: Any, theirs: Any, our_name: str, their_name: str, default: Any) -
     return default if theirs is None else theirs
 
 
+#: the defaults of the settings every in-process engine has (our names)
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "model": None, "cache_dir": None, "local_dir": None, "max_model_len": None,
+    "temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 1024,
+    "repetition_penalty": 1.0, "seed": 42, "tensor_parallel_size": 1,
+}
+
+
 def looks_like_path(name: str) -> bool:
     """Whether a model name is meant as a local path rather than a hub id."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
@@ -82,12 +90,35 @@ class LocalEngineServing(LLMServing):
     failure_hint = ("The engine's own log above says why (a dead engine stays dead: run "
                     "again, and it resumes)")
 
+    #: older names of the reference's (old name -> the reference's name today)
+    older_names: dict[str, str] = {}
+
+    @classmethod
+    def resolve_settings(cls, given: dict[str, Any],
+                         defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Our settings (:data:`ENGINE_DEFAULTS` and ``defaults``), each taken from
+        ``given`` (a constructor's arguments) under our name or the reference's
+        (:attr:`reference_names`, or one of its :attr:`older_names`), never both with two
+        values; else its default."""
+        given = dict(given)
+        for old, theirs in cls.older_names.items():
+            given[theirs] = pick(given.get(theirs), given.get(old), theirs, old, None)
+        resolved: dict[str, Any] = {}
+        for ours, default in {**ENGINE_DEFAULTS, **(defaults or {})}.items():
+            theirs = cls.reference_names.get(ours, ours)
+            resolved[ours] = pick(given.get(ours), given.get(theirs), ours, theirs, default)
+        return resolved
+
     def __init__(self, model: str, *, cache_dir: str | None = None,
                  local_dir: str | None = None, max_model_len: int | None = None,
                  temperature: float = 0.7, top_p: float = 0.9, top_k: int = 40,
                  max_tokens: int = 1024, repetition_penalty: float = 1.0, seed: int = 42,
-                 batch_size: int | None = None,
+                 tensor_parallel_size: int = 1, batch_size: int | None = None,
                  engine_options: dict[str, Any] | None = None) -> None:
+        if int(tensor_parallel_size) < 1:
+            raise ServingError(f"{self.setting_name('tensor_parallel_size')} must be >= 1, "
+                               f"got {tensor_parallel_size}")
+        self.tensor_parallel_size = int(tensor_parallel_size)
         if not model:
             raise ServingError(f"{self.engine_name}: no model given; set "
                                f"{self.setting_name('model')} to a local directory in Hugging "
@@ -125,7 +156,8 @@ class LocalEngineServing(LLMServing):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "engine": self.engine_name, "top_p": self.top_p,
                 "top_k": self.top_k, "repetition_penalty": self.repetition_penalty,
-                "max_model_len": self.context_window}
+                "max_model_len": self.context_window,
+                "tensor_parallel_size": self.tensor_parallel_size}
 
     # -- the model's files, tokenizer and context ------------------------------------------
     def model_dir(self) -> str:
@@ -208,6 +240,7 @@ class LocalEngineServing(LLMServing):
         """What makes two servings' engines the same: servings of one process with equal
         keys share one engine (sampling settings are per request and do not count)."""
         return (type(self).__name__, str(Path(self.model).expanduser()), self.context_window,
+                self.tensor_parallel_size,
                 json.dumps(self.engine_options, sort_keys=True, default=str))
 
     def start_engine(self) -> Any:

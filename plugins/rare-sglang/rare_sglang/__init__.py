@@ -18,7 +18,7 @@ from typing import Any
 
 from rare import MissingDependencyError, hookimpl
 from rare.errors import ServingError
-from rare.llm.local import EngineOutput, EnginePrompt, LocalEngineServing, pick
+from rare.llm.local import EngineOutput, EnginePrompt, LocalEngineServing
 from rare.llm.types import error_reason
 
 INSTALL = 'pip install "sglang[all]"  (needs a CUDA or ROCm GPU)'
@@ -42,6 +42,9 @@ class LocalModelLLMServing_sglang(LocalEngineServing):  # noqa: N801 - the refer
 
     engine_name = "SGLang"
     reference_names = REFERENCE_NAMES
+    #: an older release's names
+    older_names = {"sgl_tensor_parallel_size": "sgl_tp_size",
+                   "sgl_max_tokens": "sgl_max_new_tokens"}
     install_hint = INSTALL
 
     def __init__(self, hf_model_name_or_path: str | None = None,
@@ -63,42 +66,19 @@ class LocalModelLLMServing_sglang(LocalEngineServing):  # noqa: N801 - the refer
                  seed: int | None = None, max_model_len: int | None = None,
                  batch_size: int | None = None,
                  engine_options: dict[str, Any] | None = None) -> None:
-        # sgl_tensor_parallel_size and sgl_max_tokens: an older release's names
-        tp = pick(sgl_tp_size, sgl_tensor_parallel_size, "sgl_tp_size",
-                  "sgl_tensor_parallel_size", None)
-        self.tensor_parallel_size = int(pick(tensor_parallel_size, tp, "tensor_parallel_size",
-                                             "sgl_tp_size", 1))
-        self.data_parallel_size = int(pick(data_parallel_size, sgl_dp_size,
-                                           "data_parallel_size", "sgl_dp_size", 1))
-        self.mem_fraction_static = pick(mem_fraction_static, sgl_mem_fraction_static,
-                                        "mem_fraction_static", "sgl_mem_fraction_static", None)
+        given = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        settings = self.resolve_settings(given, {"data_parallel_size": 1,
+                                                 "mem_fraction_static": None})
+        self.data_parallel_size = int(settings.pop("data_parallel_size"))
+        self.mem_fraction_static = settings.pop("mem_fraction_static")
         if self.mem_fraction_static is not None and not 0 < self.mem_fraction_static <= 1:
-            raise ServingError("sgl_mem_fraction_static (or mem_fraction_static) must be in "
+            raise ServingError(f"{self.setting_name('mem_fraction_static')} must be in "
                                f"(0, 1], got {self.mem_fraction_static}")
-        new_tokens = pick(sgl_max_new_tokens, sgl_max_tokens, "sgl_max_new_tokens",
-                          "sgl_max_tokens", None)
-        super().__init__(
-            pick(model, hf_model_name_or_path, "model", "hf_model_name_or_path", None) or "",
-            cache_dir=pick(cache_dir, hf_cache_dir, "cache_dir", "hf_cache_dir", None),
-            local_dir=pick(local_dir, hf_local_dir, "local_dir", "hf_local_dir", None),
-            max_model_len=pick(max_model_len, sgl_context_length, "max_model_len",
-                               "sgl_context_length", None),
-            temperature=pick(temperature, sgl_temperature, "temperature", "sgl_temperature",
-                             0.7),
-            top_p=pick(top_p, sgl_top_p, "top_p", "sgl_top_p", 0.9),
-            top_k=pick(top_k, sgl_top_k, "top_k", "sgl_top_k", 40),
-            max_tokens=pick(max_tokens, new_tokens, "max_tokens", "sgl_max_new_tokens", 1024),
-            repetition_penalty=pick(repetition_penalty, sgl_repetition_penalty,
-                                    "repetition_penalty", "sgl_repetition_penalty", 1.0),
-            seed=pick(seed, sgl_seed, "seed", "sgl_seed", 42),
-            batch_size=batch_size, engine_options=engine_options)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "tensor_parallel_size": self.tensor_parallel_size}
+        super().__init__(settings.pop("model") or "", **settings, batch_size=batch_size,
+                         engine_options=engine_options)
 
     def engine_key(self) -> tuple[Any, ...]:
-        return (*super().engine_key(), self.tensor_parallel_size, self.data_parallel_size,
-                self.mem_fraction_static)
+        return (*super().engine_key(), self.data_parallel_size, self.mem_fraction_static)
 
     def check_installed(self) -> None:
         if not sglang_available():

@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import gc
 import importlib.util
+import multiprocessing
 import sys
 from typing import Any
 
 from rare import MissingDependencyError, hookimpl
 from rare.errors import ServingError
-from rare.llm.local import EngineOutput, EnginePrompt, LocalEngineServing, pick
+from rare.llm.local import EngineOutput, EnginePrompt, LocalEngineServing
 from rare.llm.types import error_reason
 
 INSTALL = ("pip install vllm  (NVIDIA GPU); without a GPU: pip install rare-vllm, then "
@@ -89,41 +90,18 @@ class LocalModelLLMServing_vllm(LocalEngineServing):  # noqa: N801 - the referen
                  gpu_memory_utilization: float | None = None,
                  enforce_eager: bool | None = None, batch_size: int | None = None,
                  engine_options: dict[str, Any] | None = None) -> None:
-        self.tensor_parallel_size = int(pick(tensor_parallel_size, vllm_tensor_parallel_size,
-                                             "tensor_parallel_size",
-                                             "vllm_tensor_parallel_size", 1))
-        self.gpu_memory_utilization = float(pick(
-            gpu_memory_utilization, vllm_gpu_memory_utilization, "gpu_memory_utilization",
-            "vllm_gpu_memory_utilization", 0.9))
+        given = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        settings = self.resolve_settings(given, {"gpu_memory_utilization": 0.9})
+        self.gpu_memory_utilization = float(settings.pop("gpu_memory_utilization"))
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise ServingError("vllm_gpu_memory_utilization (or gpu_memory_utilization) must "
-                               f"be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.tensor_parallel_size < 1:
-            raise ServingError("vllm_tensor_parallel_size (or tensor_parallel_size) must be "
-                               f">= 1, got {self.tensor_parallel_size}")
+            raise ServingError(f"{self.setting_name('gpu_memory_utilization')} must be in "
+                               f"(0, 1], got {self.gpu_memory_utilization}")
         self.enforce_eager = enforce_eager
-        super().__init__(
-            pick(model, hf_model_name_or_path, "model", "hf_model_name_or_path", None) or "",
-            cache_dir=pick(cache_dir, hf_cache_dir, "cache_dir", "hf_cache_dir", None),
-            local_dir=pick(local_dir, hf_local_dir, "local_dir", "hf_local_dir", None),
-            max_model_len=pick(max_model_len, vllm_max_model_len, "max_model_len",
-                               "vllm_max_model_len", None),
-            temperature=pick(temperature, vllm_temperature, "temperature",
-                             "vllm_temperature", 0.7),
-            top_p=pick(top_p, vllm_top_p, "top_p", "vllm_top_p", 0.9),
-            top_k=pick(top_k, vllm_top_k, "top_k", "vllm_top_k", 40),
-            max_tokens=pick(max_tokens, vllm_max_tokens, "max_tokens", "vllm_max_tokens", 1024),
-            repetition_penalty=pick(repetition_penalty, vllm_repetition_penalty,
-                                    "repetition_penalty", "vllm_repetition_penalty", 1.0),
-            seed=pick(seed, vllm_seed, "seed", "vllm_seed", 42),
-            batch_size=batch_size, engine_options=engine_options)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "tensor_parallel_size": self.tensor_parallel_size}
+        super().__init__(settings.pop("model") or "", **settings, batch_size=batch_size,
+                         engine_options=engine_options)
 
     def engine_key(self) -> tuple[Any, ...]:
-        return (*super().engine_key(), self.tensor_parallel_size,
-                self.gpu_memory_utilization, self.enforce_eager)
+        return (*super().engine_key(), self.gpu_memory_utilization, self.enforce_eager)
 
     # -- the engine ------------------------------------------------------------------------
     def check_installed(self) -> None:
@@ -230,6 +208,9 @@ class LocalModelLLMServing_vllm(LocalEngineServing):  # noqa: N801 - the referen
                 pass
         del engine
         gc.collect()
+        # The engine's processes have exited by now; reap them, so that none is left
+        # behind as a zombie until this process ends.
+        multiprocessing.active_children()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
