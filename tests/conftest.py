@@ -33,3 +33,14 @@ def anatomy_chunks() -> list[str]:
 def cacm_docs() -> list[dict[str, str]]:
     with shared("cacm", "cacm.jsonl").open() as fh:
         return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """A llama.cpp server with the embedded model on 127.0.0.1, one per test module: its
+    base URL (``http://127.0.0.1:PORT/v1``; the model is ``smollm2``)."""
+    pytest.importorskip("llama_cpp.server")
+    from llama_server import llama_cpp_server
+
+    with llama_cpp_server(tmp_path_factory.mktemp("llama-server")) as base:
+        yield base

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_end_to_end import llama_server  # noqa: F401  (the server fixture)
 from zh_data import load
 
 from rare.storage import read_records, write_records
@@ -109,7 +108,7 @@ def test_chinese_documents_on_the_embedded_model(tmp_path: Path) -> None:
 
 
 def test_chinese_documents_through_a_llama_cpp_server(tmp_path: Path,
-                                                      llama_server: str) -> None:  # noqa: F811
+                                                      llama_server: str) -> None:
     from rare.serving import APILLMServing_request
 
     serving = APILLMServing_request(api_url=f"{llama_server}/chat/completions",

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import shared
+from llama_server import N_CTX
 
 from rare.storage import read_records, write_records
 
 pytestmark = pytest.mark.slow
 
 # Small contexts keep a 2-core run to minutes; the budgets adapt to them.
-N_CTX = 2048
 REPLY = 512
 
 
@@ -81,46 +78,6 @@ def test_reference_script_on_the_embedded_model(tmp_path: Path) -> None:
     assert all(r["doc2query_truncated"] for r in rows)
     assert all(r["reasoning_truncated"] for r in rows if r["reasoning"])
     assert serving.usage["prompt_tokens"] > 10 * 500
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory):
-    from rare_embedded import find_model_file
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = log_path.open("wb")  # a pipe nobody reads would fill up and block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model_file()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX),
-         "--model_alias", "smollm2", "--interrupt_requests", "False"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"llama.cpp server did not start: {log_path.read_text()[-2000:]!r}")
-            time.sleep(0.5)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 def test_pipeline_through_an_openai_compatible_server(tmp_path: Path, llama_server: str) -> None:

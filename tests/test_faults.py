@@ -285,48 +285,6 @@ def test_rare_run_summary_counts_failures_by_reason(server, docs, tmp_path):
 
 
 # -- the real llama.cpp server, behind the same faults ---------------------------------------
-def free_port() -> int:
-    return closed_port()
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    pytest.importorskip("llama_cpp.server")
-    from rare_embedded import find_model_file
-
-    port = free_port()
-    # its log goes to a file: a pipe nobody reads fills up and blocks the server
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model_file()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--model_alias", "smollm2", "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        while True:
-            try:
-                with opener.open(f"{base}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("llama.cpp server did not start: "
-                                f"{Path(log.name).read_text()[-2000:]!r}")
-                time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.slow

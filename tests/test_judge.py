@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import shared
+from llama_server import N_CTX
 from rare_stages.judge import (
     Candidate,
     FalseNegativeJudge,
@@ -28,8 +27,6 @@ from rare_stages.judge import (
 import rare.retrievers
 from rare import ChatRequest, Completion, FileStorage, LLMServing, SettingsError
 from rare.storage import read_records, write_records
-
-N_CTX = 2048
 
 
 class Oracle(LLMServing):
@@ -240,47 +237,6 @@ def test_a_pipeline_makes_no_serving_for_a_step_that_does_not_judge() -> None:
 
 
 # -- against a real llama.cpp server --------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("llama_cpp.server")
-    from rare_embedded import find_model_file
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = log_path.open("wb")  # a pipe nobody reads would fill up and block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(find_model_file()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX),
-         "--model_alias", "smollm2", "--interrupt_requests", "False"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"llama.cpp server did not start: {log_path.read_text()[-2000:]!r}")
-            time.sleep(0.5)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
 def server_serving(url: str, cache: Path | None = None) -> LLMServing:
     import rare.serving
 

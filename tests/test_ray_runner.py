@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from conftest import shared
 from fault_server import FaultServerProcess
+from llama_server import N_CTX
 from ray_cluster import RAY_ENV, LocalRayCluster, free_port
-from test_end_to_end import N_CTX, llama_server  # noqa: F401 - the llama.cpp server fixture
 
 from rare.errors import MissingDependencyError, RunnerError, SettingsError
 from rare.pipeline import Pipeline, Step, rare_steps

@@ -18,7 +18,6 @@ import pytest
 from conftest import shared
 from fault_server import FaultServer, FaultServerProcess, scenario_marker
 from rare_stages.grounding import classify
-from test_end_to_end import llama_server  # noqa: F401, F811 - the server fixture
 
 from rare.pipeline import Pipeline, RunReport, rare_steps
 from rare.storage import read_records, write_records
@@ -166,7 +165,7 @@ CLI = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_i
 
 
 @pytest.mark.slow
-def test_rejection_sampling_on_llama_server_resumes_after_a_kill(tmp_path, llama_server):  # noqa: F811
+def test_rejection_sampling_on_llama_server_resumes_after_a_kill(tmp_path, llama_server):
     rows = [{"id": f"d{i}", "text": text} for i, text in enumerate([
         "The mitochondrion produces most of the cell's ATP through oxidative "
         "phosphorylation, using oxygen as the final electron acceptor.",

@@ -155,20 +155,27 @@ def test_the_reference_script_runs_on_the_local_engine(engine, tmp_path, monkeyp
     assert first.usage["calls"] > 0
     assert first.engine is engine.engine
 
-    # the same script again, elsewhere: every reply that worked comes from the response
-    # cache. Only good replies are cached, so a request that failed is asked again (on the
-    # CPU build the replies vary from session to session, and a sampled question can make
-    # a later prompt overflow the context: it fails the same way again).
+    # the same script again, elsewhere: the replies come from the response cache.
     again = run_reference_script(tmp_path / "b")["model"].llm_serving
-    failed = sum(first.failures.values())
-    seen = (dict(first.usage), dict(first.failures), dict(again.usage), dict(again.failures))
-    assert again.usage["calls"] == failed, seen
-    assert again.usage["cache_hits"] == \
-        first.usage["calls"] - failed + first.usage.get("cache_hits", 0), seen
-    assert dict(again.failures) == dict(first.failures), seen
     rerun = json.loads((tmp_path / "b" / "cache_local" / "dataflow_cache_step_step3.json")
                        .read_text())
-    assert [r.get("reasoning") for r in rerun] == [r.get("reasoning") for r in rows]
+    seen = (dict(first.usage), dict(first.failures), dict(again.usage), dict(again.failures))
+    # The first stage asks the same requests both times: its good replies are reused as they
+    # were.
+    assert len(rerun) == len(rows)
+    assert all(b.get("question") == a["question"] for a, b in zip(rows, rerun)
+               if a.get("question")), seen
+    failed = sum(first.failures.values())
+    if failed == 0:
+        assert again.usage["calls"] == 0, seen
+        assert again.usage["cache_hits"] == first.usage["calls"], seen
+        assert [r.get("reasoning") for r in rerun] == [r.get("reasoning") for r in rows]
+    else:
+        # Only good replies are cached, so each failed request is asked again; on the CPU
+        # build (no per-request seeds) its new reply may work and change what later
+        # samples ask, so only the reuse is checked.
+        assert again.usage["calls"] >= failed, seen
+        assert again.usage["cache_hits"] >= len(questions), seen
 
 
 KILLED_RUN = """
