@@ -114,19 +114,20 @@ DEFLATED = ok(zlib.compress(b'{"a": 3}'), b"Content-Encoding: deflate\r\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b'{"a": 4}')
 
 
+async def two_posts(url: str, state: dict[str, Any]) -> Any:
+    """Two requests through one client: the replies."""
+    client = http11.Client(url, {}, 2)
+    replies = [await client.post(b"{}", 5.0) for _ in range(2)]
+    client.close()
+    return replies
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("reply,body", [(CHUNKED, b'{"a": 12}'), (GZIPPED, b'{"a": 2}'),
                                         (DEFLATED, b'{"a": 3}'), (CONTINUE, b'{"a": 4}')],
                          ids=["chunked", "gzip", "deflate", "100-continue"])
 def test_reply_forms(reply, body, loop):
-    async def step(url: str, state: dict[str, Any]) -> Any:
-        client = http11.Client(url, {}, 2)
-        # sent in pieces of 3 bytes, to parse across reads too
-        replies = [await client.post(b"{}", 5.0) for _ in range(2)]
-        client.close()
-        return replies
-
-    async def handle(reader, writer, state):
+    async def handle(reader, writer, state):  # the reply in pieces of 3 bytes
         try:
             while True:
                 state["requests"].append(await read_request(reader))
@@ -138,7 +139,7 @@ def test_reply_forms(reply, body, loop):
             pass
         writer.close()
 
-    replies, state = run(handle, step, loop)
+    replies, state = run(handle, two_posts, loop)
     assert [r.body for r in replies] == [body, body]
     assert state["connections"] == 1
     if reply is CHUNKED:
@@ -154,25 +155,13 @@ def test_a_reply_that_ends_with_the_connection():
         await writer.drain()
         writer.close()
 
-    async def step(url: str, state: dict[str, Any]) -> Any:
-        client = http11.Client(url, {}, 2)
-        replies = [await client.post(b"{}", 5.0) for _ in range(2)]
-        client.close()
-        return replies
-
-    replies, state = run(handle, step)
+    replies, state = run(handle, two_posts)
     assert [r.body for r in replies] == [b'{"a": 5}'] * 2
     assert state["connections"] == 2
 
 
 def test_connection_close_is_honoured():
-    async def step(url: str, state: dict[str, Any]) -> Any:
-        client = http11.Client(url, {}, 2)
-        replies = [await client.post(b"{}", 5.0) for _ in range(2)]
-        client.close()
-        return replies
-
-    replies, state = run(scripted(ok(extra=b"Connection: close\r\n")), step)
+    replies, state = run(scripted(ok(extra=b"Connection: close\r\n")), two_posts)
     assert [r.status for r in replies] == [200, 200]
     assert state["connections"] == 2
 

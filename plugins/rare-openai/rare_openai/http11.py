@@ -135,15 +135,7 @@ class _Connection(asyncio.Protocol):
             if not self.headers_done and self.head_bytes > MAX_HEAD:
                 self._fail(ProtocolError("the reply's headers are too long"))
             return
-        try:
-            response = self._response()
-        except ProtocolError as exc:
-            self._fail(exc)
-            return
-        waiter, self.waiter = self.waiter, None
-        if not self.keep_alive or self.extra:
-            self.abort()
-        waiter.set_result(response)
+        self._finish(close=not self.keep_alive or self.extra)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -152,13 +144,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.until_close and not self.complete:
             # httptools is not told of the end of the stream: the body is what came
-            try:
-                response = self._response()
-            except ProtocolError as error:
-                self._fail(error)
-                return
-            waiter, self.waiter = self.waiter, None
-            waiter.set_result(response)
+            self._finish(close=False)
             return
         if self.started:
             self._fail(ProtocolError("the connection closed in the middle of the reply"))
@@ -182,6 +168,20 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def _finish(self, close: bool) -> None:
+        """Hand the whole reply (or why it cannot be decoded) to its waiter; ``close``: the
+        connection cannot carry another request."""
+        try:
+            response = self._response()
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        waiter, self.waiter = self.waiter, None
+        if close:
+            self.abort()
+        assert waiter is not None
+        waiter.set_result(response)
 
     def _fail(self, exc: Exception) -> None:
         waiter, self.waiter = self.waiter, None
